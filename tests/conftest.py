@@ -1,0 +1,26 @@
+"""Shared fixtures. Data is found relative to this file; nothing loads on import."""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path | None:
+    """The ../shared folder (or $MRDFLOW_SHARED) when present, else None."""
+    p = Path(os.environ.get("MRDFLOW_SHARED", REPO.parent / "shared"))
+    return p if p.is_dir() else None
+
+
+@pytest.fixture
+def shared() -> Path:
+    p = shared_dir()
+    if p is None:
+        pytest.skip("../shared is absent (set MRDFLOW_SHARED to point at it)")
+    return p
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
