@@ -1,0 +1,19 @@
+# mrdflow: FCS -> sample (QC, gates, metrics) -> cohort (join, statistics, report).
+# The default config is the simulated demo cohort; see README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/inventory.smk"
+
+
+rule all:
+    input:
+        "results/inventory.tsv",
+    default_target: True

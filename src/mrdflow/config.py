@@ -1,0 +1,273 @@
+"""Configuration and sample sheets: load, validate against the JSON schemas, and type.
+
+Schemas live in ``workflow/schemas/``. Every error is a :class:`~mrdflow.errors.ConfigError` whose
+message names the file, the row (sheet line number, 1 = header) or key, the field and the cause.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Mapping
+
+import jsonschema
+import yaml
+
+from mrdflow.errors import ConfigError
+
+__all__ = [
+    "SCHEMA_DIR",
+    "Tube",
+    "load_config",
+    "load_schema",
+    "read_sheet",
+    "read_samples",
+    "resolve_path",
+    "validate_config",
+]
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+REPO_DIR = SCHEMA_DIR.parents[1]
+
+
+def load_schema(name: str) -> dict:
+    """Load ``workflow/schemas/<name>.schema.yaml``."""
+    path = SCHEMA_DIR / f"{name}.schema.yaml"
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _where(path: Iterable[Any]) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    """A one-line, human cause for a schema error (names unknown keys explicitly)."""
+    if err.validator == "additionalProperties":
+        allowed = sorted((err.schema.get("properties") or {}).keys())
+        extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"unknown key(s) {', '.join(map(repr, extra))}{hint}"
+    if err.validator == "enum":
+        return f"{err.instance!r} is not one of {err.validator_value}"
+    if err.validator == "required":
+        return err.message.replace("is a required property", "is required")
+    return err.message
+
+
+def validate_config(config: Mapping, *, source: str = "config") -> dict:
+    """Validate ``config`` against the config schema, fill defaults, return a plain dict."""
+    schema = load_schema("config")
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"{source}: {_where(e.absolute_path)}: {_describe(e)}" for e in errors]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    cfg = dict(config)
+    cfg.setdefault("panels_dir", "resources/panels")
+    cfg.setdefault("simulate", {"enabled": False})
+    cfg["simulate"] = {"seed": 596, "events_scale": 1.0, **cfg["simulate"]}
+    cfg.setdefault("inventory", {})
+    cfg["inventory"] = {"keywords": ["$CYT", "$DATE", "$BTIM", "$ETIM", "$TOT", "$PAR"], **cfg["inventory"]}
+    if cfg["simulate"]["enabled"] and not cfg["simulate"].get("design"):
+        raise ConfigError(f"{source}: simulate.design: required when simulate.enabled is true")
+    for name, spec in cfg["panels"].items():
+        spec.setdefault("compensation", "fcs")
+    return cfg
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping")
+    return validate_config(doc, source=str(path))
+
+
+def resolve_path(path: str | Path, workdir: str | Path = ".") -> Path:
+    """An input path from the config: absolute as is; else under ``workdir`` if it exists there,
+    else under the repository (so a run from another working directory still finds resources/)."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    w = Path(workdir) / p
+    if w.exists():
+        return w
+    r = REPO_DIR / p
+    return r if r.exists() else w
+
+
+# ---------------------------------------------------------------------------------------------
+# Sheets
+# ---------------------------------------------------------------------------------------------
+
+def _coerce(value: str, spec: Mapping) -> Any:
+    """Turn a TSV cell into the JSON type the schema asks for; leave it as text when it fails so
+    the schema reports the cell."""
+    types = spec.get("type")
+    types = [types] if isinstance(types, str) else list(types or [])
+    enum = spec.get("enum")
+    v = value.strip()
+    if v == "" or v.upper() in ("NA", "NAN", "NONE", "NULL"):
+        if "null" in types or (enum is not None and None in enum):
+            return None
+        return v  # required and empty: the schema names it
+    if "integer" in types:
+        try:
+            f = float(v)
+            if math.isfinite(f) and f == int(f):
+                return int(f)
+        except ValueError:
+            pass
+        return v
+    if "number" in types:
+        try:
+            f = float(v)
+            return f if math.isfinite(f) else v
+        except ValueError:
+            return v
+    if "boolean" in types:
+        if v.lower() in ("true", "yes", "1"):
+            return True
+        if v.lower() in ("false", "no", "0"):
+            return False
+    return v
+
+
+def read_sheet(path: str | Path, schema_name: str, *, key: str) -> list[dict]:
+    """Read a tab-separated sheet and validate each row against ``<schema_name>.schema.yaml``.
+
+    Errors name the file, the line number, the row's ``key`` value, the column and the cause; all
+    bad cells are reported at once.
+    """
+    path = Path(path)
+    schema = load_schema(schema_name)
+    props = schema.get("properties", {})
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh, delimiter="\t"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: sheet not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e})") from None
+    rows = [r for r in rows if any(c.strip() for c in r) and not r[0].startswith("#")]
+    if not rows:
+        raise ConfigError(f"{path}: empty sheet (a header row is required)")
+    header = [h.strip() for h in rows[0]]
+    problems: list[str] = []
+    unknown = [h for h in header if h not in props]
+    if unknown:
+        problems.append(f"unknown column(s) {unknown}; allowed: {sorted(props)}")
+    missing = [h for h in schema.get("required", []) if h not in header]
+    if missing:
+        problems.append(f"missing required column(s) {missing}")
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        problems.append(f"duplicate column(s) {dup}")
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    out: list[dict] = []
+    for lineno, raw in enumerate(rows[1:], start=2):
+        if len(raw) > len(header):
+            problems.append(f"line {lineno}: {len(raw)} cells but {len(header)} columns")
+            continue
+        raw = raw + [""] * (len(header) - len(raw))
+        rec = {h: _coerce(c, props[h]) for h, c in zip(header, raw)}
+        rec = {k: v for k, v in rec.items() if not (v is None and k not in schema.get("required", []))}
+        for e in validator.iter_errors(rec):
+            col = _where(e.absolute_path) if e.absolute_path else ""
+            label = rec.get(key, "?")
+            problems.append(f"line {lineno} ({key}={label}){', column ' + repr(col) if col else ''}: {_describe(e)}")
+        out.append(rec)
+    if problems:
+        raise ConfigError(f"{path}: invalid rows:\n  " + "\n  ".join(problems))
+    return out
+
+
+@dataclass(frozen=True)
+class Tube:
+    """One row of the sample sheet: one FCS file (a tube of a specimen draw)."""
+
+    sample_id: str
+    patient_id: str
+    specimen: str
+    visit: str
+    day: int
+    infusion: int
+    tube: str
+    panel: str
+    role: str
+    fcs: str
+    fmo_marker: str | None = None
+    beads_per_tube: float | None = None
+    blood_volume_ul: float | None = None
+    line: int = 0
+
+    @property
+    def key(self) -> str:
+        """Identifier of the file within the cohort: ``<sample_id>.<tube>``."""
+        return f"{self.sample_id}.{self.tube}"
+
+
+def read_samples(path: str | Path, *, panels: Iterable[str] | None = None) -> list[Tube]:
+    """Read and validate the sample sheet; check cross-row rules.
+
+    Beyond the schema: (sample_id, tube) unique; a sample's tubes share patient, specimen, visit,
+    day and infusion; ``fcs`` is a relative path inside the data folder (no ``..``, not absolute);
+    ``panel`` is a known panel when ``panels`` is given; CAR-T panels carry beads and volume.
+    """
+    path = Path(path)
+    rows = read_sheet(path, "samples", key="sample_id")
+    tubes = [Tube(**r, line=i) for i, r in enumerate(rows, start=2)]
+    problems: list[str] = []
+    seen: dict[tuple[str, str], int] = {}
+    first_of: dict[str, Tube] = {}
+    known = set(panels) if panels is not None else None
+    for t in tubes:
+        k = (t.sample_id, t.tube)
+        if k in seen:
+            problems.append(f"line {t.line}: duplicate sample_id/tube {t.sample_id}/{t.tube} (first on line {seen[k]})")
+        seen.setdefault(k, t.line)
+        f = first_of.setdefault(t.sample_id, t)
+        for attr in ("patient_id", "specimen", "visit", "day", "infusion"):
+            if getattr(t, attr) != getattr(f, attr):
+                problems.append(
+                    f"line {t.line} (sample_id={t.sample_id}), column {attr!r}: {getattr(t, attr)!r} differs "
+                    f"from line {f.line} ({getattr(f, attr)!r}); tubes of one sample share it"
+                )
+        p = PurePosixPath(t.fcs.replace("\\", "/"))
+        if p.is_absolute() or ".." in p.parts or (len(t.fcs) > 1 and t.fcs[1] == ":"):
+            problems.append(
+                f"line {t.line} (sample_id={t.sample_id}), column 'fcs': {t.fcs!r} is outside the data folder "
+                f"(give a path relative to data_dir, without '..')"
+            )
+        if known is not None and t.panel not in known:
+            problems.append(
+                f"line {t.line} (sample_id={t.sample_id}), column 'panel': unknown panel {t.panel!r}; "
+                f"known: {sorted(known)}"
+            )
+        if t.panel == "pb_cart" and t.role == "stain" and (t.beads_per_tube is None or t.blood_volume_ul is None):
+            problems.append(
+                f"line {t.line} (sample_id={t.sample_id}): CAR-T tube needs beads_per_tube and blood_volume_ul "
+                f"for absolute counts"
+            )
+    fcs_seen: dict[str, int] = {}
+    for t in tubes:
+        if t.fcs in fcs_seen:
+            problems.append(f"line {t.line}, column 'fcs': {t.fcs!r} already listed on line {fcs_seen[t.fcs]}")
+        fcs_seen.setdefault(t.fcs, t.line)
+        if t.role == "fmo" and not t.fmo_marker:
+            problems.append(f"line {t.line} (sample_id={t.sample_id}), column 'fmo_marker': required for an FMO tube")
+    if problems:
+        raise ConfigError(f"{path}: invalid rows:\n  " + "\n  ".join(problems))
+    return tubes

@@ -1,0 +1,111 @@
+"""Config and sheet validation: errors name the file, row/key, field and cause."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mrdflow.config import load_config, read_samples, read_sheet, validate_config
+from mrdflow.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+HEADER = "sample_id\tpatient_id\tspecimen\tvisit\tday\tinfusion\ttube\tpanel\trole\tfcs\tbeads_per_tube\tblood_volume_ul\n"
+
+
+def _row(sample="PT01_BM_baseline", tube="ngf1", panel="ngf_tube1", fcs=None, **kw):
+    d = dict(patient_id="PT01", specimen="BM", visit="baseline", day="-5", infusion="1", role="stain", beads="", vol="")
+    d.update(kw)
+    fcs = fcs or f"PT01/{sample}_{tube}.fcs"
+    return "\t".join([sample, d["patient_id"], d["specimen"], d["visit"], d["day"], d["infusion"], tube, panel, d["role"], fcs, d["beads"], d["vol"]]) + "\n"
+
+
+def _sheet(tmp_path, *rows):
+    p = tmp_path / "samples.tsv"
+    p.write_text(HEADER + "".join(rows))
+    return p
+
+
+def test_default_config_is_valid():
+    cfg = load_config(REPO / "config" / "config.yaml")
+    assert cfg["simulate"]["enabled"] is True
+    assert set(cfg["panels"]) == {"ngf_tube1", "ngf_tube2", "pb_nk", "pb_cart"}
+
+
+def test_typo_key_is_named():
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["panels"]["pb_nk"]["compensaton"] = "fcs"
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg, source="config.yaml")
+    assert "panels.pb_nk" in str(e.value) and "'compensaton'" in str(e.value)
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["sampels"] = "x.tsv"
+    with pytest.raises(ConfigError, match="'sampels'"):
+        validate_config(cfg)
+
+
+def test_bad_transform_value_is_named():
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["panels"]["ngf_tube1"]["transform"]["fluorescence"]["type"] = "logicl"
+    with pytest.raises(ConfigError, match=r"panels.ngf_tube1.transform.fluorescence.type: 'logicl' is not one of"):
+        validate_config(cfg)
+
+
+def test_good_sheet(tmp_path):
+    p = _sheet(tmp_path, _row(), _row(tube="ngf2", panel="ngf_tube2"))
+    tubes = read_samples(p, panels={"ngf_tube1", "ngf_tube2"})
+    assert [t.key for t in tubes] == ["PT01_BM_baseline.ngf1", "PT01_BM_baseline.ngf2"]
+    assert tubes[0].day == -5 and tubes[0].beads_per_tube is None
+
+
+def test_bad_cell_names_line_sample_and_column(tmp_path):
+    p = _sheet(tmp_path, _row(), _row(sample="PT01_BM_w4", day="four", visit="week4"))
+    with pytest.raises(ConfigError) as e:
+        read_samples(p)
+    msg = str(e.value)
+    assert "samples.tsv" in msg and "line 3" in msg and "PT01_BM_w4" in msg and "'day'" in msg
+
+
+def test_unknown_visit(tmp_path):
+    p = _sheet(tmp_path, _row(visit="wk4"))
+    with pytest.raises(ConfigError, match=r"line 2 .*'visit'.*'wk4' is not one of"):
+        read_samples(p)
+
+
+def test_duplicate_sample_tube(tmp_path):
+    p = _sheet(tmp_path, _row(), _row(fcs="PT01/other.fcs"))
+    with pytest.raises(ConfigError, match="line 3: duplicate sample_id/tube PT01_BM_baseline/ngf1"):
+        read_samples(p)
+
+
+@pytest.mark.parametrize("bad", ["../secret/x.fcs", "/etc/passwd", "PT01/../../x.fcs"])
+def test_path_outside_data_folder(tmp_path, bad):
+    p = _sheet(tmp_path, _row(fcs=bad))
+    with pytest.raises(ConfigError, match="outside the data folder"):
+        read_samples(p)
+
+
+def test_unknown_panel_and_column(tmp_path):
+    p = _sheet(tmp_path, _row(panel="ngf_tube9"))
+    with pytest.raises(ConfigError, match="unknown panel 'ngf_tube9'"):
+        read_samples(p, panels={"ngf_tube1"})
+    q = tmp_path / "s2.tsv"
+    q.write_text(HEADER.replace("\n", "\tcomment\n") + _row().replace("\n", "\tx\n"))
+    with pytest.raises(ConfigError, match=r"unknown column\(s\) \['comment'\]"):
+        read_samples(q)
+
+
+def test_cart_tube_needs_beads(tmp_path):
+    p = _sheet(tmp_path, _row(sample="PT01_PB_D7", tube="cart", panel="pb_cart", specimen="PB", visit="serial", day="7"))
+    with pytest.raises(ConfigError, match="beads_per_tube"):
+        read_samples(p)
+
+
+def test_clinical_unknown_response(tmp_path):
+    p = tmp_path / "clinical.tsv"
+    cols = ["patient_id", "age", "sex", "ig_type", "riss", "prior_lines", "lymphodepletion", "cart_dose_cells", "infusion1_date", "best_response", "follow_up_months"]
+    p.write_text("\t".join(cols) + "\n" + "\t".join(["PT01", "63", "M", "IgG", "II", "4", "full", "3e8", "2025-01-10", "nCR", "7.9"]) + "\n"
+                 + "\t".join(["PT02", "sixty", "F", "IgA", "III", "3", "full", "3e8", "2025-01-10", "PR", "2.1"]) + "\n")
+    with pytest.raises(ConfigError) as e:
+        read_sheet(p, "clinical", key="patient_id")
+    msg = str(e.value)
+    assert "line 2 (patient_id=PT01), column 'best_response': 'nCR' is not one of" in msg
+    assert "line 3 (patient_id=PT02), column 'age'" in msg

@@ -1,0 +1,22 @@
+# Simulated cohort (demo and tests): every FCS of the sample sheet, with planted truth beside it.
+if SIMULATED:
+
+    rule simulate_cohort:
+        input:
+            samples=SAMPLE_SHEET,
+            design=resolve_path(config["simulate"]["design"]),
+        output:
+            fcs=[fcs_path(t) for t in TUBES],
+            truth=os.path.join(DATA_DIR, "truth.tsv"),
+        params:
+            outdir=DATA_DIR,
+            seed=config["simulate"]["seed"],
+            events_scale=config["simulate"]["events_scale"],
+        threads: workflow.cores
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        log:
+            "logs/simulate_cohort.log",
+        script:
+            "../../scripts/simulate_cohort.py"
