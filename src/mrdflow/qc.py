@@ -1,0 +1,197 @@
+"""Pre-analytical QC: time/flow-rate anomalies, singlets, debris, viability.
+
+Pure functions on event arrays; thresholds come from config (:class:`QCSettings`). Each step returns
+a named result with the boolean mask of events kept and what it measured, so the gating stage can
+turn it into a Gating-ML gate and the QC table can report events in/out.
+
+Flow-rate QC follows the idea of flowAI/flowClean (bin the acquisition by time, flag bins whose
+event rate or signal departs from the run's robust centre); no maintained Python package does it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mrdflow.density import threshold_valley
+
+__all__ = [
+    "QCSettings",
+    "TimeQC",
+    "SingletGate",
+    "time_qc",
+    "singlet_gate",
+    "robust_z",
+]
+
+
+@dataclass(frozen=True)
+class QCSettings:
+    """QC thresholds (config ``qc``).
+
+    time_bins: number of equal-duration time bins (fewer when events are scarce: at least
+    ``min_events_per_bin`` per bin on average). rate_z: robust z-score (median/MAD) of a bin's event
+    rate beyond which the bin is flagged; rate_min_rel: and the rate must differ from the median by at
+    least this fraction (Poisson noise alone is never flagged). drift_z / drift_min: the same for the
+    per-bin median of each signal channel (transformed units). max_removed_fraction: above this
+    fraction of events removed by time QC the sample fails flow-rate QC. singlet_k: doublets are
+    events whose FSC-A/FSC-H ratio exceeds the singlet mode by more than k robust SDs (left half).
+    """
+
+    time_bins: int = 100
+    min_events_per_bin: int = 200
+    rate_z: float = 5.0
+    rate_min_rel: float = 0.3
+    drift_z: float = 6.0
+    drift_min: float = 0.05
+    max_removed_fraction: float = 0.3
+    singlet_k: float = 4.0
+    singlet_max_ratio: float = 2.0
+
+
+def robust_z(x: np.ndarray) -> np.ndarray:
+    """(x - median) / (1.4826 · MAD); MAD floored so a constant series gives zeros."""
+    med = np.median(x)
+    mad = 1.4826 * np.median(np.abs(x - med))
+    if not np.isfinite(mad) or mad <= 1e-12 * max(1.0, abs(med)):
+        mad = max(1e-12, 1e-6 * max(1.0, abs(med)))
+    return (x - med) / mad
+
+
+@dataclass(frozen=True)
+class TimeQC:
+    """Result of the time/flow-rate step.
+
+    keep: bool per event. edges: bin edges (Time channel units, usually s). rate: events per time
+    unit per bin. flagged_bins: bool per bin. segments: merged flagged ranges [(start, end)] in Time
+    units. reasons: per flagged segment, "rate" and/or "drift:<channel>".
+    """
+
+    keep: np.ndarray
+    edges: np.ndarray
+    rate: np.ndarray
+    flagged_bins: np.ndarray
+    segments: list[tuple[float, float]] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def removed_fraction(self) -> float:
+        return float(1 - self.keep.mean()) if self.keep.size else 0.0
+
+
+def time_qc(time: np.ndarray, signals: np.ndarray | None, settings: QCSettings = QCSettings(),
+            signal_names: list[str] | None = None) -> TimeQC:
+    """Flag time bins whose event rate or median signal is anomalous.
+
+    ``time``: the Time channel (any monotone unit). ``signals``: events × k matrix of transformed
+    channels (e.g. logicle of fluorescence, scatter scaled to 0–1) checked for drift, or None.
+    """
+    n = time.shape[0]
+    if n == 0:
+        return TimeQC(np.zeros(0, bool), np.zeros(1), np.zeros(0), np.zeros(0, bool))
+    t0, t1 = float(np.min(time)), float(np.max(time))
+    nbins = int(max(1, min(settings.time_bins, n // max(1, settings.min_events_per_bin))))
+    if t1 <= t0 or nbins < 5:
+        return TimeQC(np.ones(n, bool), np.array([t0, t1]), np.array([n / max(t1 - t0, 1e-9)]), np.zeros(1, bool))
+    edges = np.linspace(t0, t1, nbins + 1)
+    b = np.clip(np.searchsorted(edges, time, side="right") - 1, 0, nbins - 1)
+    counts = np.bincount(b, minlength=nbins).astype(np.float64)
+    width = np.diff(edges)
+    rate = counts / width
+    med_rate = np.median(rate)
+    rel = np.abs(rate - med_rate) / max(med_rate, 1e-12)
+    rate_flag = (np.abs(robust_z(rate)) > settings.rate_z) & (rel > settings.rate_min_rel)
+    reasons_bin: list[set[str]] = [set() for _ in range(nbins)]
+    for i in np.flatnonzero(rate_flag):
+        reasons_bin[i].add("rate")
+    flagged = rate_flag.copy()
+    if signals is not None and signals.size:
+        order = np.argsort(b, kind="stable")
+        splits = np.cumsum(counts.astype(int))[:-1]
+        names = signal_names or [f"ch{j}" for j in range(signals.shape[1])]
+        for j in range(signals.shape[1]):
+            col = signals[order, j]
+            meds = np.array([np.median(s) if s.size else np.nan for s in np.split(col, splits)])
+            ok = np.isfinite(meds)
+            if ok.sum() < 5:
+                continue
+            z = np.zeros(nbins)
+            z[ok] = robust_z(meds[ok])
+            dev = np.abs(meds - np.nanmedian(meds))
+            drift = ok & (np.abs(z) > settings.drift_z) & (dev > settings.drift_min)
+            for i in np.flatnonzero(drift):
+                reasons_bin[i].add(f"drift:{names[j]}")
+            flagged |= drift
+    keep = ~flagged[b]
+    segments: list[tuple[float, float]] = []
+    reasons: list[str] = []
+    i = 0
+    while i < nbins:
+        if flagged[i]:
+            j = i
+            why: set[str] = set()
+            while j < nbins and flagged[j]:
+                why |= reasons_bin[j]
+                j += 1
+            segments.append((float(edges[i]), float(edges[j])))
+            reasons.append(",".join(sorted(why)))
+            i = j
+        else:
+            i += 1
+    return TimeQC(keep, edges, rate, flagged, segments, reasons)
+
+
+@dataclass(frozen=True)
+class SingletGate:
+    """Singlets on FSC-A vs FSC-H: ``ratio_lo <= FSC-A/FSC-H <= ratio_hi``.
+
+    The gate is the wedge between two lines through the origin; ``polygon(h_max)`` gives its
+    vertices in (FSC-A, FSC-H) for Gating-ML. mode: the singlet ratio mode; sd: robust SD from the
+    mode's left half (doublets only inflate the right side).
+    """
+
+    ratio_lo: float
+    ratio_hi: float
+    mode: float
+    sd: float
+    keep: np.ndarray
+
+    def polygon(self, h_min: float, h_max: float) -> list[tuple[float, float]]:
+        """Vertices (FSC-A, FSC-H) of the wedge for FSC-H in [h_min, h_max]."""
+        return [
+            (self.ratio_lo * h_min, h_min),
+            (self.ratio_hi * h_min, h_min),
+            (self.ratio_hi * h_max, h_max),
+            (self.ratio_lo * h_max, h_max),
+        ]
+
+
+def singlet_gate(fsc_a: np.ndarray, fsc_h: np.ndarray, settings: QCSettings = QCSettings()) -> SingletGate:
+    """Data-driven singlet gate from the FSC-A/FSC-H ratio distribution.
+
+    Events with FSC-H ≤ 0 are not singlets. The ratio's mode is the singlet diagonal; its spread is
+    estimated from events left of the mode (mirrored), and the upper bound sits ``singlet_k`` robust
+    SDs above the mode, never above ``singlet_max_ratio`` times the mode.
+    """
+    valid = (fsc_h > 0) & np.isfinite(fsc_a) & np.isfinite(fsc_h)
+    ratio = np.full(fsc_a.shape, np.nan, dtype=np.float64)
+    ratio[valid] = fsc_a[valid] / fsc_h[valid]
+    r = ratio[valid]
+    r = r[(r > 0) & (r < 10)]
+    if r.size < 50:
+        keep = np.zeros(fsc_a.shape, bool)
+        return SingletGate(0.0, 0.0, float("nan"), float("nan"), keep)
+    lo, hi = np.percentile(r, [0.5, 99.5])
+    hist, edges = np.histogram(r, bins=400, range=(lo, hi))
+    from scipy.ndimage import gaussian_filter1d
+
+    sm = gaussian_filter1d(hist.astype(float), 2)
+    mode = float(0.5 * (edges[np.argmax(sm)] + edges[np.argmax(sm) + 1]))
+    left = r[r <= mode]
+    sd = float(np.sqrt(np.mean((left - mode) ** 2))) if left.size > 10 else float(np.std(r))
+    sd = max(sd, 1e-3 * mode)
+    ratio_hi = min(mode + settings.singlet_k * sd, settings.singlet_max_ratio * mode)
+    ratio_lo = max(mode - settings.singlet_k * sd, 0.0)
+    keep = valid & (ratio >= ratio_lo) & (ratio <= ratio_hi)
+    return SingletGate(ratio_lo, ratio_hi, mode, sd, keep)
