@@ -1,0 +1,56 @@
+"""CAR-T pharmacokinetics from serial absolute counts (brief section 4), as pure functions.
+
+Days are days since the infusion (day 0 = infusion); concentrations are CAR-T cells/µL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["Kinetics", "kinetics"]
+
+
+@dataclass(frozen=True)
+class Kinetics:
+    """cmax (cells/µL), tmax_day, auc_0_28 (cells/µL × day, linear trapezoid over days 0–28, with the
+    day-28 value interpolated when day 28 was not sampled), persistence_day (last day with a count ≥
+    LLOQ; None if never), n_points, auc_complete (False when sampling stops before day 28)."""
+
+    cmax: float | None
+    tmax_day: float | None
+    auc_0_28: float | None
+    persistence_day: float | None
+    n_points: int
+    auc_complete: bool
+
+
+def kinetics(days: Sequence[float], cells_per_ul: Sequence[float | None], *, lloq: float = 1.0, window: float = 28.0) -> Kinetics:
+    """Cmax, Tmax, AUC0–window and persistence for one infusion's serial samples.
+
+    Missing values (None/NaN) are skipped. ``lloq``: the assay's lower limit of quantification in
+    cells/µL (persistence threshold).
+    """
+    d = np.asarray(days, dtype=float)
+    c = np.asarray([np.nan if v is None else v for v in cells_per_ul], dtype=float)
+    ok = np.isfinite(d) & np.isfinite(c)
+    d, c = d[ok], c[ok]
+    if d.size == 0:
+        return Kinetics(None, None, None, None, 0, False)
+    order = np.argsort(d, kind="stable")
+    d, c = d[order], c[order]
+    i = int(np.argmax(c))
+    above = d[c >= lloq]
+    persistence = float(above.max()) if above.size else None
+    auc = None
+    complete = bool(d.min() <= 0 and d.max() >= window)
+    in_win = (d >= 0) & (d <= window)
+    if in_win.sum() >= 2:
+        dd, cc = d[in_win], c[in_win]
+        if complete and dd.max() < window:
+            dd = np.append(dd, window)
+            cc = np.append(cc, np.interp(window, d, c))
+        auc = float(np.trapezoid(cc, dd))
+    return Kinetics(float(c[i]), float(d[i]), auc, persistence, int(d.size), complete)
