@@ -9,7 +9,7 @@ if SIMULATED:
             fcs=[fcs_path(t) for t in TUBES],
             truth=os.path.join(DATA_DIR, "truth.tsv"),
         params:
-            outdir=DATA_DIR,
+            outdir=lambda wildcards, output: os.path.dirname(output.truth),
             seed=config["simulate"]["seed"],
             events_scale=config["simulate"]["events_scale"],
         threads: workflow.cores
