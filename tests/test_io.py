@@ -452,3 +452,27 @@ def test_header_text_start_discrepancy_is_refused(shared):
     path = shared / "fcs" / "flowkit" / "data_start_offset_discrepancy_example.fcs"
     with pytest.raises(FCSReadError, match="HEADER offset 5555, TEXT \\$BEGINDATA 6081"):
         read_header(path)
+
+
+def test_empty_values_written_as_double_delimiters(tmp_path):
+    """CellQuest (FCS 2.0) writes empty values as two adjacent delimiters; read them as empty."""
+    from mrdflow.io import read_fcs as _read
+
+    vals = np.arange(12, dtype=np.float32).reshape(4, 3)
+    path = write_fcs(tmp_path / "cq.fcs", vals, keywords={"EMPTYKEY": "", "$SRC": "x"})
+    raw = path.read_bytes()
+    assert b"/EMPTYKEY//" in raw  # the empty value really is two adjacent delimiters
+    d = _read(path)
+    np.testing.assert_array_equal(d.channel_values, vals)
+
+
+def test_gatingml_suite_data_file(shared):
+    """data1.fcs of the Gating-ML suite (CellQuest, empty values) equals FlowKit's raw events."""
+    import flowkit as fk
+
+    from mrdflow.io import read_fcs as _read
+
+    path = shared / "conformance" / "gatingml2" / "data1.fcs"
+    d = _read(path, dtype=np.float64)
+    ref = fk.Sample(str(path)).get_events(source="raw")
+    np.testing.assert_allclose(d.scaled(), ref, rtol=1e-9)

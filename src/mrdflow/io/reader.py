@@ -422,6 +422,15 @@ def _parse_text(path: str, what: str, text: bytes) -> dict[str, str]:
     if current.strip(b" \x00\r\n\t"):
         tokens.append(bytes(current))  # last value lacks its closing delimiter
     if len(tokens) % 2:
+        # Some writers (e.g. CellQuest, FCS 2.0) write empty values as two adjacent delimiters,
+        # which the escape rule reads as one literal delimiter. Fall back to a plain split that
+        # allows empty values when that yields well-formed keyword/value pairs.
+        plain = body.split(delim)
+        if plain and not plain[-1].strip(b" \x00\r\n\t"):
+            plain = plain[:-1]
+        if len(plain) % 2 == 0 and all(k.strip() for k in plain[::2]):
+            tokens = plain
+    if len(tokens) % 2:
         raise FCSReadError(
             path,
             f"bad {what}: odd number of keyword/value fields ({len(tokens)}); "
