@@ -464,6 +464,7 @@ def test_empty_values_written_as_double_delimiters(tmp_path):
     assert b"/EMPTYKEY//" in raw  # the empty value really is two adjacent delimiters
     d = _read(path)
     np.testing.assert_array_equal(d.channel_values, vals)
+    assert d.metadata["EMPTYKEY"] == "" and d.metadata["$SRC"] == "x"
 
 
 def test_gatingml_suite_data_file(shared):

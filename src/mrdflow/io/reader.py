@@ -421,7 +421,7 @@ def _parse_text(path: str, what: str, text: bytes) -> dict[str, str]:
         pos = hit + 1
     if current.strip(b" \x00\r\n\t"):
         tokens.append(bytes(current))  # last value lacks its closing delimiter
-    if len(tokens) % 2:
+    if len(tokens) % 2 or any(delim in k for k in tokens[::2]):
         # Some writers (e.g. CellQuest, FCS 2.0) write empty values as two adjacent delimiters,
         # which the escape rule reads as one literal delimiter. Fall back to a plain split that
         # allows empty values when that yields well-formed keyword/value pairs.
