@@ -1,0 +1,627 @@
+"""Data-driven gating of one tube: a Gating-ML template placed on the sample's own data.
+
+A panel's gating template is a FlowKit ``GatingStrategy`` kept as Gating-ML 2.0 in
+``resources/gating/<panel>.xml`` (it opens in FlowKit and Gating-ML tools). Its dimensions name
+panel *markers* (``CD38``, ``FSC-A``) rather than detectors; its transforms are ``logicle`` (for
+fluorescence, compensated with the file's spillover: compensation-ref ``FCS``) and ``scatter``
+(linear). Its coordinates are the defaults.
+
+Beside it, ``resources/gating/<panel>.yaml`` says how each gate is placed per sample (openCyto
+style): a threshold at the density valley inside a search window, a tail above the negative
+population, an FMO-derived threshold, the time/flow-rate QC, the FSC-A/FSC-H singlet wedge; or
+``fixed`` (template coordinates). Windows bound every data-driven threshold, so a sample lacking a
+population gets a gate at a plausible place that stays (nearly) empty instead of a gate pulled onto
+noise.
+
+:func:`gate_tube` returns the per-sample ``GatingStrategy`` (dimensions renamed to the file's
+``$PnN``, config transforms) and the exact memberships from :class:`mrdflow.gates.GateEngine`, so
+re-applying the exported ``gates.xml`` with FlowKit gives the same counts.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import flowkit as fk
+import numpy as np
+import yaml
+
+from mrdflow.density import density, peaks, threshold_valley, valley_between
+from mrdflow.errors import MrdflowError
+from mrdflow.gates import GateEngine, GateResult, points_in_polygon
+from mrdflow.io import FCSData
+from mrdflow.panels import Panel, ResolvedPanel
+from mrdflow.qc import QCSettings, singlet_gate, time_qc
+from mrdflow.transforms import Compensation, make_transform
+
+__all__ = [
+    "GatingError",
+    "GatingTemplate",
+    "GateStep",
+    "TubeGating",
+    "TubeView",
+    "gate_tube",
+    "load_template",
+    "template_from_workspace",
+]
+
+FL_XFORM = "logicle"
+SCATTER_XFORM = "scatter"
+ROOT = "root"
+
+
+class GatingError(MrdflowError):
+    """A gating template or rule is invalid, or a tube cannot be gated (names file/gate/cause)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Template
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BoundRule:
+    """How one bound (``<dimension>.min`` or ``.max``) of a rectangle gate is placed.
+
+    method: ``valley`` (deepest density minimum inside ``window``), ``tail`` (mode of the
+    population below + ``k`` robust SDs of its lower half, clipped to ``window``), ``fmo`` (the
+    ``quantile`` of the FMO tube's events in the same gate, clipped to ``window``; falls back to
+    ``fallback`` when the sample has no FMO), ``fixed`` (template value). ``given``: restrict the
+    events used for the density to ranges on other dimensions, e.g. ``{CD138: [0.35, null]}``.
+    ``population``: use that gate's events instead of the parent's.
+    """
+
+    method: str
+    window: tuple[float, float] | None = None
+    k: float = 4.0
+    quantile: float = 0.995
+    given: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    population: str | None = None
+    fallback: "BoundRule | None" = None
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """Placement of one template gate: ``method`` is ``bounds`` (rectangle, per-bound rules),
+    ``time_qc``, ``singlets`` or ``fixed``."""
+
+    gate_id: str
+    method: str
+    bounds: Mapping[str, BoundRule] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatingTemplate:
+    """A panel's template: the FlowKit strategy (marker-named dimensions) and placement rules."""
+
+    panel: str
+    strategy: fk.GatingStrategy
+    rules: Mapping[str, GateRule]
+    source: str
+
+    def gate_order(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(gate id, parent path) in an order where parents and boolean references come first."""
+        ids = self.strategy.get_gate_ids()
+        done: set[str] = set()
+        out: list[tuple[str, tuple[str, ...]]] = []
+        pending = list(ids)
+        while pending:
+            progressed = False
+            for gid, path in list(pending):
+                gate = self.strategy.get_gate(gid, gate_path=path)
+                deps = set(path[1:])
+                if isinstance(gate, fk.gates.BooleanGate):
+                    deps |= {r["ref"] for r in gate.gate_refs}
+                if deps <= done:
+                    out.append((gid, path))
+                    done.add(gid)
+                    pending.remove((gid, path))
+                    progressed = True
+            if not progressed:
+                raise GatingError(f"{self.source}: gate references form a cycle or name unknown gates: {pending}")
+        return out
+
+
+def _bound_rule(spec: Mapping, where: str) -> BoundRule:
+    known = {"method", "window", "k", "quantile", "given", "population", "fallback"}
+    unknown = set(spec) - known
+    if unknown:
+        raise GatingError(f"{where}: unknown field(s) {sorted(unknown)}")
+    method = spec.get("method")
+    if method not in ("valley", "tail", "fmo", "fixed"):
+        raise GatingError(f"{where}: method must be valley, tail, fmo or fixed (got {method!r})")
+    window = spec.get("window")
+    if window is not None:
+        if not (isinstance(window, list) and len(window) == 2 and window[0] < window[1]):
+            raise GatingError(f"{where}: window must be [low, high] with low < high")
+        window = (float(window[0]), float(window[1]))
+    elif method in ("valley", "tail", "fmo"):
+        raise GatingError(f"{where}: method {method!r} needs a window")
+    given = {}
+    for dim, rng in (spec.get("given") or {}).items():
+        if not (isinstance(rng, list) and len(rng) == 2):
+            raise GatingError(f"{where}: given.{dim} must be [low, high] (null for open)")
+        given[str(dim)] = (None if rng[0] is None else float(rng[0]), None if rng[1] is None else float(rng[1]))
+    fb = spec.get("fallback")
+    return BoundRule(
+        method=method,
+        window=window,
+        k=float(spec.get("k", 4.0)),
+        quantile=float(spec.get("quantile", 0.995)),
+        given=given,
+        population=spec.get("population"),
+        fallback=_bound_rule(fb, f"{where}.fallback") if fb else None,
+    )
+
+
+def load_template(gating_dir: str | Path, panel: str) -> GatingTemplate:
+    """Load ``<gating_dir>/<panel>.xml`` (Gating-ML) and ``<panel>.yaml`` (placement rules)."""
+    xml = Path(gating_dir) / f"{panel}.xml"
+    rules_path = Path(gating_dir) / f"{panel}.yaml"
+    if not xml.is_file():
+        raise GatingError(f"{xml}: gating template not found for panel {panel!r}")
+    try:
+        strategy = fk.parse_gating_xml(str(xml))
+    except Exception as e:  # FlowKit raises several types for malformed XML
+        raise GatingError(f"{xml}: not a valid Gating-ML 2.0 document ({type(e).__name__}: {e})") from None
+    rules = _load_rules(rules_path, strategy) if rules_path.is_file() else {}
+    return GatingTemplate(panel, strategy, rules, str(xml))
+
+
+def _load_rules(path: Path, strategy: fk.GatingStrategy) -> dict[str, GateRule]:
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise GatingError(f"{path}: not valid YAML ({e})") from None
+    gates = doc.get("gates") or {}
+    ids = {gid for gid, _ in strategy.get_gate_ids()}
+    rules: dict[str, GateRule] = {}
+    for gid, spec in gates.items():
+        where = f"{path}: gates.{gid}"
+        if gid not in ids:
+            raise GatingError(f"{where}: no gate {gid!r} in the template (gates: {sorted(ids)})")
+        spec = dict(spec or {})
+        method = spec.pop("method", "bounds")
+        if method in ("time_qc", "singlets", "fixed"):
+            if spec:
+                raise GatingError(f"{where}: method {method!r} takes no other fields (got {sorted(spec)})")
+            rules[gid] = GateRule(gid, method)
+            continue
+        if method != "bounds":
+            raise GatingError(f"{where}: method must be bounds, time_qc, singlets or fixed (got {method!r})")
+        bounds = {}
+        for key, b in spec.items():
+            if not (key.endswith(".min") or key.endswith(".max")):
+                raise GatingError(f"{where}: {key!r} is not '<dimension>.min' or '<dimension>.max'")
+            bounds[key] = _bound_rule(b or {}, f"{where}.{key}")
+        rules[gid] = GateRule(gid, "bounds", bounds)
+    return rules
+
+
+def template_from_workspace(wsp_path: str | Path, group: str, panel: str, sample_id: str | None = None) -> GatingTemplate:
+    """A static template from a FlowJo 10 workspace's sample group (gates as drawn, imported by
+    FlowKit). Dimensions keep FlowJo's channel names; every gate is ``fixed``."""
+    try:
+        ws = fk.Workspace(str(wsp_path), ignore_missing_files=True)
+    except Exception as e:
+        raise GatingError(f"{wsp_path}: cannot read FlowJo workspace ({type(e).__name__}: {e})") from None
+    groups = ws.get_sample_groups()
+    if group not in groups:
+        raise GatingError(f"{wsp_path}: no sample group {group!r} (groups: {groups})")
+    ids = ws.get_sample_ids(group)
+    if not ids:
+        raise GatingError(f"{wsp_path}: sample group {group!r} has no samples")
+    sid = sample_id or ids[0]
+    strategy = ws.get_gating_strategy(sid)
+    return GatingTemplate(panel, strategy, {}, f"{wsp_path}#{group}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The tube's data in gate coordinates
+# ---------------------------------------------------------------------------------------------
+
+class TubeView:
+    """One tube's events for gating: scaled float32 events plus per-dimension gate coordinates.
+
+    ``raw``: events × channels, float32, $PnE/$PnG applied (FlowKit's "raw"). ``values(dim)``
+    returns a dimension in its template coordinates: fluorescence markers compensated then
+    logicle-transformed, scatter linear-scaled, Time as stored × $TIMESTEP. Columns are computed
+    once and cached (float32, one column each).
+    """
+
+    def __init__(self, fcs: FCSData, resolved: ResolvedPanel, compensation: Compensation | None,
+                 transforms: Mapping[str, Mapping], *, name: str = ""):
+        self.fcs = fcs
+        self.name = name or str(fcs.path)
+        self.raw = fcs.events
+        self.resolved = resolved
+        self.compensation = compensation
+        self.transform_specs = dict(transforms)
+        self._fl = make_transform(transforms["fluorescence"])
+        self._sc = make_transform(transforms["scatter"])
+        self._cache: dict[str, np.ndarray] = {}
+        self._comp_block: np.ndarray | None = None
+        fl = [m.name for m in resolved.panel.markers]
+        self.fluorescence = fl
+
+    @property
+    def n(self) -> int:
+        return int(self.raw.shape[0])
+
+    def pnn(self, dim: str) -> str:
+        if dim not in self.resolved.index:
+            raise GatingError(f"{self.name}: template dimension {dim!r} is not a marker of panel {self.resolved.panel.name!r}")
+        return self.resolved.pnn[dim]
+
+    def kind(self, dim: str) -> str:
+        if dim == "Time":
+            return "time"
+        return "fluorescence" if dim in self.fluorescence else "scatter"
+
+    def _compensated(self, col: int) -> np.ndarray:
+        comp = self.compensation
+        if comp is None:
+            return self.raw[:, col]
+        pnn = self.fcs.pnn[col]
+        if pnn not in comp.detectors:
+            return self.raw[:, col]
+        if self._comp_block is None:
+            cols = [self.fcs.pnn.index(d) for d in comp.detectors]
+            block = self.raw[:, cols]
+            self._comp_block = (block @ comp.inverse.astype(np.float32)).astype(np.float32)
+        return self._comp_block[:, comp.detectors.index(pnn)]
+
+    def values(self, dim: str) -> np.ndarray:
+        if dim in self._cache:
+            return self._cache[dim]
+        col = self.resolved.index[dim] if dim in self.resolved.index else None
+        if col is None:
+            raise GatingError(f"{self.name}: template dimension {dim!r} is not a marker of panel {self.resolved.panel.name!r}")
+        kind = self.kind(dim)
+        if kind == "fluorescence":
+            v = self._fl.apply(self._compensated(col).astype(np.float64)).astype(np.float32)
+        elif kind == "scatter":
+            v = self._sc.apply(self.raw[:, col].astype(np.float64)).astype(np.float32)
+        else:
+            v = self.raw[:, col]
+        self._cache[dim] = v
+        return v
+
+    def drop_cache(self) -> None:
+        self._cache.clear()
+        self._comp_block = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Placement
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class GateStep:
+    """One placed gate, for plots and the gating table.
+
+    dims: template dimension names (1 or 2). kind: rect | polygon | boolean. bounds: for rect,
+    {dim: (min, max)} in gate coordinates (None = open); vertices: for polygon. how: what placed
+    each bound ("valley 0.62 in [0.55, 0.80]"). parent: parent gate id (None at the root).
+    """
+
+    gate_id: str
+    parent: str | None
+    kind: str
+    dims: tuple[str, ...]
+    bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    vertices: list[tuple[float, float]] = field(default_factory=list)
+    how: dict[str, str] = field(default_factory=dict)
+    count: int = 0
+    parent_count: int = 0
+    plot_dims: tuple[str, ...] = ()
+
+
+@dataclass
+class TubeGating:
+    """The result of gating one tube."""
+
+    strategy: fk.GatingStrategy
+    result: GateResult
+    steps: list[GateStep]
+    view: TubeView
+    qc: dict[str, Any]
+
+    def mask(self, gate_id: str) -> np.ndarray:
+        return self.result.membership(gate_id)
+
+    def count(self, gate_id: str) -> int:
+        return int(self.result.count(gate_id))
+
+    def table(self) -> list[dict]:
+        """Rows of gating.tsv: population, parent, count, pct_parent, pct_of_total."""
+        rows = []
+        n = self.result.n_events
+        for step in self.steps:
+            c = self.count(step.gate_id)
+            p = self.count(step.parent) if step.parent else n
+            rows.append({
+                "population": step.gate_id,
+                "parent": step.parent or "all events",
+                "count": c,
+                "pct_parent": 100.0 * c / p if p else float("nan"),
+                "pct_of_total": 100.0 * c / n if n else float("nan"),
+            })
+        return rows
+
+    def gatingml(self) -> bytes:
+        buf = io.BytesIO()
+        fk.export_gatingml(self.strategy, buf)
+        return buf.getvalue()
+
+
+def _robust_tail(values: np.ndarray, window: tuple[float, float], k: float) -> tuple[float, str]:
+    """Mode of the main population + k robust SDs of its lower half, clipped to the window."""
+    v = values[np.isfinite(values)]
+    if v.size < 20:
+        return window[0] + 0.5 * (window[1] - window[0]), "tail: too few events, window centre"
+    lo, hi = np.percentile(v, [0.1, 99.9])
+    d = density(v, float(lo), float(hi) + 1e-6)
+    mode = float(d.x[np.argmax(d.y)])
+    left = v[v <= mode]
+    sd = float(np.sqrt(np.mean((left - mode) ** 2))) if left.size > 10 else float(np.std(v))
+    t = mode + k * sd
+    clipped = min(max(t, window[0]), window[1])
+    note = f"tail: mode {mode:.3f} + {k:g}×SD {sd:.3f} = {t:.3f}"
+    if clipped != t:
+        note += f", clipped to window [{window[0]:.2f}, {window[1]:.2f}]"
+    return clipped, note
+
+
+class _Placer:
+    """Walks a template and builds the per-sample strategy; masks here are for placement only."""
+
+    def __init__(self, template: GatingTemplate, view: TubeView, qc_settings: QCSettings,
+                 fmo: "TubeGating | None" = None):
+        self.t = template
+        self.view = view
+        self.qc_settings = qc_settings
+        self.fmo = fmo
+        self.masks: dict[str, np.ndarray] = {}
+        self.steps: list[GateStep] = []
+        self.qc: dict[str, Any] = {}
+        self.strategy = fk.GatingStrategy()
+        self.strategy.add_transform(FL_XFORM, make_transform(view.transform_specs["fluorescence"]))
+        self.strategy.add_transform(SCATTER_XFORM, make_transform(view.transform_specs["scatter"]))
+        self.paths: dict[str, tuple[str, ...]] = {}
+
+    # -- dimensions ------------------------------------------------------------------------
+    def _dimension(self, dim: str, rmin=None, rmax=None) -> fk.Dimension:
+        kind = self.view.kind(dim)
+        if kind == "fluorescence":
+            comp = "FCS" if self.view.compensation is not None else "uncompensated"
+            return fk.Dimension(self.view.pnn(dim), compensation_ref=comp, transformation_ref=FL_XFORM,
+                                range_min=rmin, range_max=rmax)
+        if kind == "scatter":
+            return fk.Dimension(self.view.pnn(dim), compensation_ref="uncompensated",
+                                transformation_ref=SCATTER_XFORM, range_min=rmin, range_max=rmax)
+        return fk.Dimension(self.view.pnn(dim), compensation_ref="uncompensated", range_min=rmin, range_max=rmax)
+
+    def _parent_mask(self, parent: str | None) -> np.ndarray:
+        return self.masks[parent] if parent else np.ones(self.view.n, bool)
+
+    def _add(self, gate, parent_path: tuple[str, ...], step: GateStep, mask: np.ndarray) -> None:
+        self.strategy.add_gate(gate, gate_path=parent_path)
+        self.paths[step.gate_id] = parent_path + (step.gate_id,)
+        self.masks[step.gate_id] = mask
+        step.count = int(mask.sum())
+        step.parent_count = int(self._parent_mask(step.parent).sum())
+        self.steps.append(step)
+
+    # -- gate kinds ------------------------------------------------------------------------
+    def place(self) -> None:
+        for gid, tpath in self.t.gate_order():
+            tgate = self.t.strategy.get_gate(gid, gate_path=tpath)
+            parent = tpath[-1] if len(tpath) > 1 else None
+            parent_path = self.paths[parent] if parent else (ROOT,)
+            rule = self.t.rules.get(gid, GateRule(gid, "fixed"))
+            if rule.method == "time_qc":
+                self._time_qc(gid, tgate, parent, parent_path)
+            elif rule.method == "singlets":
+                self._singlets(gid, tgate, parent, parent_path)
+            elif isinstance(tgate, fk.gates.RectangleGate):
+                self._rect(gid, tgate, parent, parent_path, rule)
+            elif isinstance(tgate, fk.gates.PolygonGate):
+                self._polygon(gid, tgate, parent, parent_path)
+            elif isinstance(tgate, fk.gates.BooleanGate):
+                self._boolean(gid, tgate, parent, parent_path)
+            else:
+                raise GatingError(f"{self.t.source}: gate {gid!r}: {type(tgate).__name__} is not supported in templates")
+
+    def _dims_of(self, tgate) -> list[str]:
+        return [d.id for d in tgate.dimensions]
+
+    def _rect(self, gid, tgate, parent, parent_path, rule: GateRule) -> None:
+        pmask = self._parent_mask(parent)
+        bounds: dict[str, tuple[float | None, float | None]] = {}
+        how: dict[str, str] = {}
+        dims = self._dims_of(tgate)
+        for d in tgate.dimensions:
+            bounds[d.id] = (d.min, d.max)
+        for key, br in rule.bounds.items():
+            dim, side = key.rsplit(".", 1)
+            if dim not in bounds:
+                raise GatingError(f"{self.t.source}: gate {gid!r} has no dimension {dim!r} (has {dims})")
+            value, note = self._bound(gid, dim, side, br, pmask, bounds)
+            lo, hi = bounds[dim]
+            bounds[dim] = (value, hi) if side == "min" else (lo, value)
+            how[key] = note
+        mask = pmask.copy()
+        for dim, (lo, hi) in bounds.items():
+            v = self.view.values(dim)
+            if lo is not None:
+                mask &= v >= lo
+            if hi is not None:
+                mask &= v < hi
+        gate = fk.gates.RectangleGate(gid, [self._dimension(dim, lo, hi) for dim, (lo, hi) in bounds.items()])
+        plot_dims = tuple(dims) if len(dims) == 2 else tuple(dims)
+        self._add(gate, parent_path, GateStep(gid, parent, "rect", tuple(dims), bounds=bounds, how=how, plot_dims=plot_dims), mask)
+
+    def _events_for(self, br: BoundRule, pmask: np.ndarray, bounds) -> np.ndarray:
+        base = self.masks[br.population] if br.population else pmask
+        sel = base.copy()
+        for gdim, (lo, hi) in br.given.items():
+            v = self.view.values(gdim)
+            if lo is not None:
+                sel &= v >= lo
+            if hi is not None:
+                sel &= v < hi
+        return sel
+
+    def _bound(self, gid, dim, side, br: BoundRule, pmask, bounds) -> tuple[float, str]:
+        if br.method == "fixed":
+            lo, hi = bounds[dim]
+            value = lo if side == "min" else hi
+            if value is None:
+                raise GatingError(f"{self.t.source}: gate {gid!r}: {dim}.{side} is fixed but the template has no value")
+            return float(value), "fixed (template)"
+        sel = self._events_for(br, pmask, bounds)
+        v = self.view.values(dim)[sel]
+        window = br.window
+        if br.method == "valley":
+            lo_r, hi_r = float(np.min(v)) if v.size else window[0], float(np.max(v)) if v.size else window[1]
+            lo_r, hi_r = min(lo_r, window[0]) - 0.05, max(hi_r, window[1]) + 0.05
+            t, kind = threshold_valley(v, lo_r, hi_r, search=window, fallback=None)
+            return t, f"{kind} {t:.3f} in [{window[0]:.2f}, {window[1]:.2f}] ({v.size} events)"
+        if br.method == "tail":
+            return _robust_tail(v, window, br.k)
+        if br.method == "fmo":
+            if self.fmo is None:
+                if br.fallback is None:
+                    raise GatingError(f"{self.t.source}: gate {gid!r}: {dim}.{side} needs an FMO tube and has no fallback")
+                t, note = self._bound(gid, dim, side, br.fallback, pmask, bounds)
+                return t, f"no FMO tube; {note}"
+            ref_gate = br.population or self._parent_of(gid)
+            fmask = self.fmo.mask(ref_gate) if ref_gate else np.ones(self.fmo.view.n, bool)
+            fv = self.fmo.view.values(dim)[fmask]
+            if fv.size < 50:
+                if br.fallback is None:
+                    raise GatingError(f"{self.t.source}: gate {gid!r}: FMO tube has only {fv.size} events in {ref_gate!r}")
+                t, note = self._bound(gid, dim, side, br.fallback, pmask, bounds)
+                return t, f"FMO has {fv.size} events in {ref_gate}; {note}"
+            q = float(np.quantile(fv, br.quantile if side == "min" else 1 - br.quantile))
+            t = min(max(q, window[0]), window[1])
+            note = f"FMO {100 * br.quantile:g}th percentile {q:.3f} of {fv.size} {ref_gate} events"
+            if t != q:
+                note += f", clipped to [{window[0]:.2f}, {window[1]:.2f}]"
+            return t, note
+        raise GatingError(f"gate {gid!r}: unknown method {br.method!r}")
+
+    def _parent_of(self, gid: str) -> str | None:
+        for g, path in self.t.gate_order():
+            if g == gid:
+                return path[-1] if len(path) > 1 else None
+        return None
+
+    def _polygon(self, gid, tgate, parent, parent_path) -> None:
+        dims = self._dims_of(tgate)
+        verts = [tuple(map(float, v)) for v in tgate.vertices]
+        pmask = self._parent_mask(parent)
+        x = self.view.values(dims[0]).astype(np.float64)
+        y = self.view.values(dims[1]).astype(np.float64)
+        mask = pmask & points_in_polygon(x, y, verts)
+        gate = fk.gates.PolygonGate(gid, [self._dimension(d) for d in dims], verts)
+        self._add(gate, parent_path, GateStep(gid, parent, "polygon", tuple(dims), vertices=verts, how={"": "fixed (template)"}, plot_dims=tuple(dims)), mask)
+
+    def _boolean(self, gid, tgate, parent, parent_path) -> None:
+        refs = []
+        parts = []
+        for r in tgate.gate_refs:
+            refs.append({"ref": r["ref"], "path": self.paths[r["ref"]][:-1], "complement": r.get("complement", False)})
+            m = self.masks[r["ref"]]
+            parts.append(~m if r.get("complement", False) else m)
+        kind = tgate.type
+        if kind == "and":
+            m = np.logical_and.reduce(parts)
+        elif kind == "or":
+            m = np.logical_or.reduce(parts)
+        else:
+            m = ~parts[0]
+        mask = self._parent_mask(parent) & m
+        gate = fk.gates.BooleanGate(gid, kind, refs)
+        self._add(gate, parent_path, GateStep(gid, parent, "boolean", (), how={"": f"{kind} of {[r['ref'] for r in refs]}"}), mask)
+
+    def _time_qc(self, gid, tgate, parent, parent_path) -> None:
+        view = self.view
+        t = view.values("Time")
+        sig_dims = [d for d in ("FSC-A", "SSC-A") if d in view.resolved.index] + list(view.fluorescence)
+        signals = np.column_stack([view.values(d) for d in sig_dims]) if sig_dims else None
+        res = time_qc(t, signals, self.qc_settings, signal_names=sig_dims)
+        pmask = self._parent_mask(parent)
+        self.qc["time"] = {
+            "segments": [list(s) for s in res.segments],
+            "reasons": res.reasons,
+            "removed_fraction": res.removed_fraction,
+            "failed": res.removed_fraction > self.qc_settings.max_removed_fraction,
+        }
+        if not res.segments:
+            lo, hi = float(np.min(t)) if t.size else 0.0, float(np.max(t)) + 1.0 if t.size else 1.0
+            gate = fk.gates.RectangleGate(gid, [self._dimension("Time", lo, hi)])
+            mask = pmask & (t >= lo) & (t < hi)
+            self._add(gate, parent_path, GateStep(gid, parent, "rect", ("Time",), bounds={"Time": (lo, hi)},
+                                                  how={"Time": "no anomalous time segment"}, plot_dims=("Time", "FSC-A")), mask)
+            return
+        bad_ids = []
+        for i, (s0, s1) in enumerate(res.segments, start=1):
+            bid = f"{gid}_bad{i}"
+            g = fk.gates.RectangleGate(bid, [self._dimension("Time", s0, s1)])
+            m = pmask & (t >= s0) & (t < s1)
+            self._add(g, parent_path, GateStep(bid, parent, "rect", ("Time",), bounds={"Time": (s0, s1)},
+                                               how={"Time": f"flagged: {res.reasons[i - 1]}"}, plot_dims=("Time", "FSC-A")), m)
+            bad_ids.append(bid)
+        if len(bad_ids) == 1:
+            gate = fk.gates.BooleanGate(gid, "not", [{"ref": bad_ids[0], "path": parent_path, "complement": False}])
+        else:
+            gate = fk.gates.BooleanGate(gid, "and", [{"ref": b, "path": parent_path, "complement": True} for b in bad_ids])
+        bad = np.logical_or.reduce([self.masks[b] for b in bad_ids])
+        mask = pmask & ~bad
+        note = "; ".join(f"[{s0:.0f}, {s1:.0f}) {r}" for (s0, s1), r in zip(res.segments, res.reasons))
+        self._add(gate, parent_path, GateStep(gid, parent, "boolean", ("Time",), how={"Time": f"excluded {note}"},
+                                              plot_dims=("Time", "FSC-A")), mask)
+
+    def _singlets(self, gid, tgate, parent, parent_path) -> None:
+        dims = self._dims_of(tgate)
+        if len(dims) != 2:
+            raise GatingError(f"{self.t.source}: singlet gate {gid!r} needs dimensions (FSC-A, FSC-H)")
+        a_dim, h_dim = dims
+        pmask = self._parent_mask(parent)
+        a = self.view.values(a_dim)
+        h = self.view.values(h_dim)
+        g = singlet_gate(a[pmask].astype(np.float64), h[pmask].astype(np.float64), self.qc_settings)
+        hp = h[pmask]
+        h_max = float(np.max(hp)) * 1.05 + 1e-6 if hp.size else 1.0
+        h_min = 0.0
+        verts = g.polygon(h_min, h_max) if g.ratio_hi > 0 else [(0, 0), (1e-9, 0), (1e-9, 1e-9)]
+        verts = [(float(x), float(y)) for x, y in verts]
+        mask = pmask & points_in_polygon(a.astype(np.float64), h.astype(np.float64), verts)
+        gate = fk.gates.PolygonGate(gid, [self._dimension(a_dim), self._dimension(h_dim)], verts)
+        how = {"": f"FSC-A/FSC-H ratio in [{g.ratio_lo:.3f}, {g.ratio_hi:.3f}] (mode {g.mode:.3f}, SD {g.sd:.3f})"}
+        self.qc["singlets"] = {"ratio_lo": g.ratio_lo, "ratio_hi": g.ratio_hi, "mode": g.mode}
+        self._add(gate, parent_path, GateStep(gid, parent, "polygon", (a_dim, h_dim), vertices=verts, how=how,
+                                              plot_dims=(h_dim, a_dim)), mask)
+
+
+def gate_tube(template: GatingTemplate, view: TubeView, *, qc_settings: QCSettings = QCSettings(),
+              fmo: TubeGating | None = None, chunk_size: int = 1_000_000) -> TubeGating:
+    """Place the template's gates on ``view`` and evaluate them exactly (FlowKit semantics).
+
+    ``fmo``: the gated FMO control tube of the same sample, used by ``fmo`` bound rules.
+    """
+    placer = _Placer(template, view, qc_settings, fmo)
+    placer.place()
+    engine = GateEngine(placer.strategy, chunk_size=chunk_size)
+    comp = view.compensation
+    sample_comp = (list(comp.detectors), comp.spill) if comp is not None else None
+    result = engine.evaluate(view.raw, view.fcs.pnn, sample_comp=sample_comp)
+    for step in placer.steps:
+        step.count = int(result.count(step.gate_id))
+        step.parent_count = int(result.count(step.parent)) if step.parent else result.n_events
+    return TubeGating(placer.strategy, result, placer.steps, view, placer.qc)
