@@ -1,0 +1,375 @@
+"""Per-sample analysis: gate every tube of a specimen draw and compute its read-outs.
+
+Stage 1 (:func:`analyse_sample`, rule ``gate_sample``): read each tube, compensate, place and apply
+the panel's gates, write ``gating.tsv``, ``gates.xml`` (plus ``gates_<tube>.xml`` for further
+tubes), one plot per gating step, the NK / CAR-T read-outs, and for marrow tubes the plasma-cell
+events for the cohort clustering (``pc_events.npz``) with the counts the MRD call needs
+(``stage1.json``).
+
+Stage 2 (:func:`finish_sample`, rule ``sample_metrics``): map the PC events to the cohort PC model,
+count aberrant PCs, make the MRD call and write ``metrics.json``.
+
+A tube that cannot be read or gated is recorded (``errors``) and the others go on; the sample's
+``status`` says ``ok``, ``partial`` or ``failed``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from mrdflow.atomic import atomic_open
+from mrdflow.clustering import (PCEvents, PCModel, aberrant_events, load_pc_events, load_reference, map_events,
+                                save_pc_events)
+from mrdflow.config import Tube
+from mrdflow.errors import MrdflowError
+from mrdflow.gating import GatingTemplate, TubeGating, TubeView, gate_tube, load_template
+from mrdflow.io import read_fcs
+from mrdflow.mrd import HemodilutionSettings, MRDSettings, TubeCount, hemodilution, mrd_call
+from mrdflow.panels import Panel, resolve_panel
+from mrdflow.qc import QCSettings
+from mrdflow.transforms import compensation_for
+
+__all__ = ["SampleSettings", "analyse_sample", "finish_sample", "settings_from_config", "flatten_metrics"]
+
+log = logging.getLogger(__name__)
+NGF_PANELS = ("ngf_tube1", "ngf_tube2")
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """Everything the per-sample stage reads from the config (validated upstream)."""
+
+    panels: Mapping[str, Panel]
+    panel_config: Mapping[str, Mapping]
+    gating_dir: Path
+    qc: QCSettings = QCSettings()
+    mrd: MRDSettings = MRDSettings()
+    hemodilution: HemodilutionSettings = HemodilutionSettings()
+    min_events: int = 1000
+    plots: bool = True
+    workdir: Path = Path(".")
+    reference: Path | None = None
+
+    def template(self, panel: str) -> GatingTemplate:
+        return load_template(self.gating_dir, panel)
+
+
+def settings_from_config(config: Mapping, panels: Mapping[str, Panel], gating_dir: str | Path,
+                         workdir: str | Path = ".", reference: str | Path | None = None) -> SampleSettings:
+    """Build :class:`SampleSettings` from a validated config mapping."""
+    mrd = dict(config.get("mrd") or {})
+    hemo = mrd.pop("hemodilution", {}) or {}
+    return SampleSettings(
+        panels=panels,
+        panel_config=config["panels"],
+        gating_dir=Path(gating_dir),
+        qc=QCSettings(**(config.get("qc") or {})),
+        mrd=MRDSettings(**mrd),
+        hemodilution=HemodilutionSettings(**hemo),
+        min_events=int((config.get("sample") or {}).get("min_events", 1000)),
+        plots=bool((config.get("sample") or {}).get("plots", True)),
+        workdir=Path(workdir),
+        reference=Path(reference) if reference else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1
+# ---------------------------------------------------------------------------------------------
+
+def _view(tube: Tube, data_dir: Path, settings: SampleSettings) -> TubeView:
+    path = data_dir / tube.fcs
+    fcs = read_fcs(path)
+    if fcs.n_events < settings.min_events:
+        raise MrdflowError(f"{tube.fcs}: only {fcs.n_events} events (minimum {settings.min_events})")
+    panel = settings.panels[tube.panel]
+    unstained = {tube.fmo_marker} if tube.role == "fmo" and tube.fmo_marker else set()
+    resolved = resolve_panel(panel, fcs.pnn, fcs.pns, unstained=unstained, file=tube.fcs)
+    pcfg = settings.panel_config[tube.panel]
+    comp = compensation_for(pcfg.get("compensation", "fcs"), fcs.metadata, file=tube.fcs, workdir=settings.workdir)
+    return TubeView(fcs, resolved, comp, pcfg["transform"], name=tube.fcs)
+
+
+def _tube_qc(g: TubeGating, settings: SampleSettings) -> dict:
+    time = g.qc.get("time", {})
+    n = g.result.n_events
+    out = {
+        "events": n,
+        "time_ok": g.count("TimeOK"),
+        "singlets": g.count("Singlets"),
+        "time_removed_pct": 100.0 * float(time.get("removed_fraction", 0.0)),
+        "time_segments": time.get("segments", []),
+        "time_reasons": time.get("reasons", []),
+        "flow_rate_failed": bool(time.get("failed", False)),
+    }
+    return out
+
+
+def _pc_events(sample_id: str, tube: Tube, g: TubeGating) -> PCEvents:
+    m = g.mask("PC")
+    markers = [mk.name for mk in g.view.resolved.panel.markers]
+    values = np.column_stack([g.view.values(mk)[m] for mk in markers]).astype(np.float32) if m.any() else \
+        np.zeros((0, len(markers)), np.float32)
+    kappa = lam = None
+    if "PC_kappa" in {s.gate_id for s in g.steps}:
+        kappa = g.mask("PC_kappa")[m]
+        lam = g.mask("PC_lambda")[m]
+    return PCEvents(sample_id, tube.tube, markers, values, kappa, lam)
+
+
+def _ngf_counts(g: TubeGating) -> dict:
+    ids = {s.gate_id for s in g.steps}
+    c = {"nucleated": g.count("Nucleated"), "pc": g.count("PC"), "nrbc": g.count("NRBC") if "NRBC" in ids else None}
+    if "MastCells" in ids:
+        c["mast_cells"] = g.count("MastCells")
+    if "BCP" in ids:
+        c["bcp"] = g.count("BCP")
+    if "PC_kappa" in ids:
+        c["pc_kappa"] = g.count("PC_kappa")
+        c["pc_lambda"] = g.count("PC_lambda")
+    return c
+
+
+def _write_gating_tables(outdir: Path, tables: Sequence[tuple[str, list[dict]]]) -> None:
+    with atomic_open(outdir / "gating.tsv", "w", newline="") as fh:
+        w = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        w.writerow(["tube", "population", "parent", "count", "pct_parent", "pct_of_total"])
+        for tube, rows in tables:
+            for r in rows:
+                w.writerow([tube, r["population"], r["parent"], r["count"], _fmt(r["pct_parent"]), _fmt(r["pct_of_total"])])
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "NA"
+    return f"{x:.6g}"
+
+
+def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, settings: SampleSettings,
+                   outdir: str | Path) -> dict:
+    """Stage 1 for one sample; writes its files under ``outdir`` and returns the stage-1 record."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(data_dir)
+    first = tubes[0]
+    record: dict[str, Any] = {
+        "sample_id": sample_id, "patient_id": first.patient_id, "specimen": first.specimen,
+        "visit": first.visit, "day": first.day, "infusion": first.infusion,
+        "tubes": {}, "errors": [], "counts": {},
+    }
+    gated: dict[str, TubeGating] = {}
+    tables: list[tuple[str, list[dict]]] = []
+    pcs: list[PCEvents] = []
+    # FMO controls first: the stained tube's thresholds may come from them.
+    order = sorted(tubes, key=lambda t: 0 if t.role == "fmo" else 1)
+    fmo_of: dict[str, TubeGating] = {}
+    for tube in order:
+        try:
+            view = _view(tube, data_dir, settings)
+            template = settings.template(tube.panel)
+            fmo = fmo_of.get(tube.panel) if tube.role == "stain" else None
+            g = gate_tube(template, view, qc_settings=settings.qc, fmo=fmo)
+        except MrdflowError as e:
+            log.error("%s/%s: %s", sample_id, tube.tube, e)
+            record["errors"].append({"tube": tube.tube, "error": str(e)})
+            continue
+        gated[tube.tube] = g
+        if tube.role == "fmo":
+            fmo_of[tube.panel] = g
+        record["tubes"][tube.tube] = {"panel": tube.panel, "role": tube.role, "fcs": tube.fcs, **_tube_qc(g, settings)}
+        tables.append((tube.tube, g.table()))
+        if tube.panel in NGF_PANELS:
+            record["counts"][tube.tube] = _ngf_counts(g)
+            pcs.append(_pc_events(sample_id, tube, g))
+    stained = [t for t in tubes if t.role == "stain" and t.tube in gated]
+    _write_gating_tables(outdir, tables)
+    gates_dir_files = []
+    for i, t in enumerate([t for t in tubes if t.tube in gated]):
+        is_main = stained and t.tube == stained[0].tube
+        name = "gates.xml" if is_main else f"gates_{t.tube}.xml"
+        with atomic_open(outdir / name, "wb") as fh:
+            fh.write(gated[t.tube].gatingml())
+        gates_dir_files.append(name)
+    if not any(f == "gates.xml" for f in gates_dir_files):
+        with atomic_open(outdir / "gates.xml", "wb") as fh:  # nothing gated: an empty, valid document
+            fh.write(b'<?xml version="1.0" encoding="UTF-8"?>\n<gating:Gating-ML xmlns:gating='
+                     b'"http://www.isac-net.org/std/Gating-ML/v2.0/gating"/>\n')
+    record["gates_files"] = gates_dir_files
+    # Panel read-outs that need no cohort model.
+    record.update(_panel_readouts(tubes, gated, record))
+    if pcs:
+        save_pc_events(outdir / "pc_events.npz", pcs)
+        record["pc_events"] = "pc_events.npz"
+    if settings.plots:
+        _plots(outdir / "plots", gated, sample_id)
+    record["status"] = "failed" if not gated else ("partial" if record["errors"] else "ok")
+    with atomic_open(outdir / "stage1.json", "w") as fh:
+        json.dump(record, fh, indent=1, default=_json_default)
+    return record
+
+
+def _plots(plot_dir: Path, gated: Mapping[str, TubeGating], sample_id: str) -> None:
+    from mrdflow.plots import plot_gating
+
+    if plot_dir.exists():
+        shutil.rmtree(plot_dir)
+    for tube, g in gated.items():
+        plot_gating(g, plot_dir / tube, title=f"{sample_id} · {tube}")
+
+
+def _panel_readouts(tubes: Sequence[Tube], gated: Mapping[str, TubeGating], record: dict) -> dict:
+    out: dict[str, Any] = {}
+    by_tube = {t.tube: t for t in tubes}
+    nk_stain = [t for t in tubes if t.panel == "pb_nk" and t.role == "stain" and t.tube in gated]
+    if nk_stain:
+        from mrdflow.nk import nk_metrics
+
+        fmo = next((gated[t.tube] for t in tubes if t.panel == "pb_nk" and t.role == "fmo" and t.tube in gated), None)
+        out["nk"] = nk_metrics(gated[nk_stain[0].tube], fmo).as_dict()
+    cart = [t for t in tubes if t.panel == "pb_cart" and t.role == "stain" and t.tube in gated]
+    if cart:
+        from mrdflow.cart import cart_metrics
+
+        t = cart[0]
+        out["cart"] = cart_metrics(gated[t.tube], by_tube[t.tube].beads_per_tube, by_tube[t.tube].blood_volume_ul).as_dict()
+    return out
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2
+# ---------------------------------------------------------------------------------------------
+
+def _light_chain(kappa: int, lam: int, ratio_cut: float = 4.0) -> str:
+    if kappa + lam == 0:
+        return ""
+    if lam == 0 or kappa / max(lam, 1) > ratio_cut:
+        return "kappa"
+    if kappa == 0 or lam / max(kappa, 1) > ratio_cut:
+        return "lambda"
+    return "polytypic"
+
+
+def finish_sample(stage1: Mapping, outdir: str | Path, settings: SampleSettings, model: PCModel | None,
+                  client=None) -> dict:
+    """Stage 2: aberrant PCs from the cohort model, the MRD call, and ``metrics.json``."""
+    outdir = Path(outdir)
+    m: dict[str, Any] = {k: stage1[k] for k in ("sample_id", "patient_id", "specimen", "visit", "day", "infusion", "status")}
+    m["errors"] = list(stage1.get("errors", []))
+    m["tubes"] = stage1.get("tubes", {})
+    for key in ("nk", "cart"):
+        if key in stage1:
+            m[key] = stage1[key]
+    counts = stage1.get("counts", {})
+    if counts:
+        m["pc"], m["mrd"] = _pc_and_mrd(stage1, counts, outdir, settings, model, client)
+    with atomic_open(outdir / "metrics.json", "w") as fh:
+        json.dump(m, fh, indent=1, default=_json_default, allow_nan=True)
+    return m
+
+
+def _pc_and_mrd(stage1, counts, outdir, settings: SampleSettings, model: PCModel | None, client):
+    tubes_qc = stage1.get("tubes", {})
+    pcs = load_pc_events(outdir / stage1["pc_events"]) if stage1.get("pc_events") else []
+    aberrant_by_tube: dict[str, int] = {}
+    ab_kappa = ab_lambda = 0
+    if model is not None and pcs:
+        clusters = map_events(model, pcs, client=client)
+        if settings.reference is None:
+            raise MrdflowError("the normal-PC reference (config clustering.reference) is needed to count aberrant PCs")
+        reference = load_reference(settings.reference)
+        for e in pcs:
+            ab = aberrant_events(model, e, clusters[e.tube], reference)
+            aberrant_by_tube[e.tube] = int(ab.sum())
+            if e.kappa is not None:
+                ab_kappa += int((ab & e.kappa & ~e.lambda_).sum())
+                ab_lambda += int((ab & e.lambda_ & ~e.kappa).sum())
+    n_nuc = sum(c["nucleated"] for c in counts.values())
+    n_pc = sum(c["pc"] for c in counts.values())
+    n_ab = sum(aberrant_by_tube.values())
+    kappa = sum(c.get("pc_kappa", 0) for c in counts.values())
+    lam = sum(c.get("pc_lambda", 0) for c in counts.values())
+    pc = {
+        "n_nucleated": n_nuc,
+        "n_pc": n_pc,
+        "pc_pct": 100.0 * n_pc / n_nuc if n_nuc else None,
+        "n_aberrant_pc": n_ab if model is not None else None,
+        "aberrant_pc_pct": (100.0 * n_ab / n_nuc if n_nuc else None) if model is not None else None,
+        "n_normal_pc": n_pc - n_ab if model is not None else None,
+        "aberrant_pct_of_pc": (100.0 * n_ab / n_pc if n_pc else None) if model is not None else None,
+        "pc_kappa": kappa,
+        "pc_lambda": lam,
+        "pc_kappa_lambda_ratio": (kappa / lam if lam else None),
+        "aberrant_light_chain": _light_chain(ab_kappa, ab_lambda),
+        "aberrant_by_tube": aberrant_by_tube,
+    }
+    mast = sum(c.get("mast_cells", 0) for c in counts.values() if "mast_cells" in c)
+    bcp = sum(c.get("bcp", 0) for c in counts.values() if "bcp" in c)
+    n_tube1 = sum(c["nucleated"] for c in counts.values() if "mast_cells" in c)
+    nrbc = sum(c.get("nrbc") or 0 for c in counts.values() if "mast_cells" in c)
+    hd = hemodilution(n_tube1, mast, bcp, nrbc, settings.hemodilution) if n_tube1 else None
+    tube_counts = []
+    for tube, c in counts.items():
+        q = tubes_qc.get(tube, {})
+        failed = bool(q.get("flow_rate_failed"))
+        tube_counts.append(TubeCount(tube, c["nucleated"], aberrant_by_tube.get(tube, 0), not failed,
+                                     f"flow-rate QC removed {q.get('time_removed_pct', 0):.0f}% of events" if failed else ""))
+    if model is None:
+        mrd = {"mrd_status": "not_evaluable", "mrd_reason": "no PC model (cohort clustering did not run)"}
+    else:
+        call = mrd_call(tube_counts, settings.mrd, hemodiluted=bool(hd and hd.flagged))
+        mrd = {
+            "mrd_status": call.status,
+            "mrd_reason": call.reason,
+            "mrd_level": call.level,
+            "n_nucleated": call.n_nucleated,
+            "n_aberrant_pc": call.n_aberrant,
+            "sensitivity": call.sensitivity,
+            "depth": call.depth,
+            "quantifiable": call.quantifiable,
+            "tubes_used": list(call.tubes),
+        }
+    mrd["hemodilution"] = bool(hd and hd.flagged)
+    mrd["hemodilution_reason"] = hd.reason() if hd else "tube 1 (mast cells, BCP) not analysed"
+    mrd["hemodilution_pct"] = hd.pct if hd else {}
+    return pc, mrd
+
+
+def flatten_metrics(m: Mapping, prefix: str = "") -> dict:
+    """One flat row of a metrics.json for the cohort table (nested keys joined by '_')."""
+    out: dict[str, Any] = {}
+    for k, v in m.items():
+        if k in ("tubes", "errors"):
+            continue
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten_metrics(v, prefix=f"{key}_"))
+        elif isinstance(v, (list, tuple)):
+            out[key] = ";".join(map(str, v))
+        else:
+            out[key] = v
+    if not prefix:
+        out["errors"] = " | ".join(f"{e['tube']}: {e['error']}" for e in m.get("errors", []))
+        out["time_qc_flags"] = ";".join(f"{t}:{len(q.get('time_segments', []))}" for t, q in (m.get("tubes") or {}).items()
+                                        if q.get("time_segments"))
+    return out
