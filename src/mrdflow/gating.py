@@ -71,7 +71,10 @@ class BoundRule:
     ``quantile`` of the FMO tube's events in the same gate, clipped to ``window``; falls back to
     ``fallback`` when the sample has no FMO), ``fixed`` (template value). ``given``: restrict the
     events used for the density to ranges on other dimensions, e.g. ``{CD138: [0.35, null]}``.
-    ``population``: use that gate's events instead of the parent's.
+    ``population``: use that gate's events instead of the parent's. ``floor`` (valley and tail
+    only): a bound rule placed first, typically a ``tail`` on an internal negative population
+    (``{method: tail, population: Tcells}``); the search window's lower end is raised to its value
+    (kept below the window's upper end), so the threshold never lands inside that negative.
     """
 
     method: str
@@ -81,6 +84,7 @@ class BoundRule:
     given: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
     population: str | None = None
     fallback: "BoundRule | None" = None
+    floor: "BoundRule | None" = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ class GatingTemplate:
                 deps = set(path[1:])
                 if isinstance(gate, fk.gates.BooleanGate):
                     deps |= {r["ref"] for r in gate.gate_refs}
+                if gid in self.rules:  # gates whose events a bound rule uses (population:)
+                    deps |= _rule_populations(self.rules[gid])
                 if deps <= done:
                     out.append((gid, path))
                     done.add(gid)
@@ -125,8 +131,20 @@ class GatingTemplate:
         return out
 
 
+def _rule_populations(rule: GateRule) -> set[str]:
+    """Gate ids named by ``population`` in a gate's bound rules (and their fallback/floor)."""
+    out: set[str] = set()
+    todo = list(rule.bounds.values())
+    while todo:
+        br = todo.pop()
+        if br.population:
+            out.add(br.population)
+        todo += [b for b in (br.fallback, br.floor) if b is not None]
+    return out
+
+
 def _bound_rule(spec: Mapping, where: str) -> BoundRule:
-    known = {"method", "window", "k", "quantile", "given", "population", "fallback"}
+    known = {"method", "window", "k", "quantile", "given", "population", "fallback", "floor"}
     unknown = set(spec) - known
     if unknown:
         raise GatingError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -146,6 +164,9 @@ def _bound_rule(spec: Mapping, where: str) -> BoundRule:
             raise GatingError(f"{where}: given.{dim} must be [low, high] (null for open)")
         given[str(dim)] = (None if rng[0] is None else float(rng[0]), None if rng[1] is None else float(rng[1]))
     fb = spec.get("fallback")
+    fl = spec.get("floor")
+    if fl and method not in ("valley", "tail"):
+        raise GatingError(f"{where}: floor applies to valley and tail bounds only (method {method!r})")
     return BoundRule(
         method=method,
         window=window,
@@ -154,6 +175,7 @@ def _bound_rule(spec: Mapping, where: str) -> BoundRule:
         given=given,
         population=spec.get("population"),
         fallback=_bound_rule(fb, f"{where}.fallback") if fb else None,
+        floor=_bound_rule(fl, f"{where}.floor") if fl else None,
     )
 
 
@@ -486,13 +508,20 @@ class _Placer:
         sel = self._events_for(br, pmask, bounds)
         v = self.view.values(dim)[sel]
         window = br.window
+        floor_note = ""
+        if br.floor is not None:
+            f, fnote = self._bound(gid, dim, side, br.floor, pmask, bounds)
+            lo_w = min(max(window[0], f), window[1] - 1e-3 * (window[1] - window[0]))
+            floor_note = f"; floor {f:.3f} ({br.floor.population or 'parent'} {fnote})"
+            window = (lo_w, window[1])
         if br.method == "valley":
             lo_r, hi_r = float(np.min(v)) if v.size else window[0], float(np.max(v)) if v.size else window[1]
             lo_r, hi_r = min(lo_r, window[0]) - 0.05, max(hi_r, window[1]) + 0.05
             t, kind = threshold_valley(v, lo_r, hi_r, search=window, fallback=None)
-            return t, f"{kind} {t:.3f} in [{window[0]:.2f}, {window[1]:.2f}] ({v.size} events)"
+            return t, f"{kind} {t:.3f} in [{window[0]:.2f}, {window[1]:.2f}] ({v.size} events){floor_note}"
         if br.method == "tail":
-            return _robust_tail(v, window, br.k)
+            t, note = _robust_tail(v, window, br.k)
+            return t, note + floor_note
         if br.method == "fmo":
             if self.fmo is None:
                 if br.fallback is None:
