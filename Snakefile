@@ -11,9 +11,13 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/inventory.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/clustering.smk"
+include: "workflow/rules/cohort.smk"
 
 
 rule all:
     input:
         "results/inventory.tsv",
+        "results/cohort/sample_metrics.tsv",
     default_target: True

@@ -69,9 +69,73 @@ def ngf(tube: int) -> fk.GatingStrategy:
     return gs
 
 
+def nk() -> fk.GatingStrategy:
+    """PB NK panel: QC, viable CD45+ lymphocytes, T cells (the NKG2A internal negative), NK cells
+    (CD3- dump- and CD56+ and/or CD16+), CD56bright / CD56dim subsets, NKG2A+ of each."""
+    gs = base_strategy()
+    singlets = qc_backbone(gs)
+    gs.add_gate(rect("Cells", FSC_A=(0.1, None)), singlets)  # debris out
+    cells = singlets + ("Cells",)
+    gs.add_gate(rect("Viable", Viability=(None, 0.5)), cells)
+    viable = cells + ("Viable",)
+    gs.add_gate(rect("CD45pos", CD45=(0.45, None)), viable)
+    cd45 = viable + ("CD45pos",)
+    # Lymphocytes: low SSC (monocytes, granulocytes above) and FSC between debris and monocytes.
+    gs.add_gate(rect("Lymphocytes", FSC_A=(0.12, 0.29), SSC_A=(None, 0.11)), cd45)
+    lym = cd45 + ("Lymphocytes",)
+    gs.add_gate(rect("Tcells", CD3=(0.45, None)), lym)
+    gs.add_gate(rect("CD3neg_Dumpneg", CD3=(None, 0.45), Dump=(None, 0.4)), lym)
+    neg = lym + ("CD3neg_Dumpneg",)
+    gs.add_gate(rect("CD56pos", CD56=(0.35, None)), neg)
+    gs.add_gate(rect("CD16pos", CD16=(0.4, None)), neg)
+    gs.add_gate(fk.gates.BooleanGate("NK", "or", [
+        {"ref": "CD56pos", "path": neg, "complement": False},
+        {"ref": "CD16pos", "path": neg, "complement": False},
+    ]), neg)
+    nk_path = neg + ("NK",)
+    # Subsets: CD56bright CD16-/dim and CD56dim CD16+ (CD56 and CD16 cuts shared by both).
+    gs.add_gate(rect("NK_bright", CD56=(0.7, None), CD16=(None, 0.62)), nk_path)
+    gs.add_gate(rect("NK_dim", CD56=(None, 0.7), CD16=(0.62, None)), nk_path)
+    # NKG2A (CD159a) positive: one threshold for NK and both subsets (placed on NK).
+    gs.add_gate(rect("NKG2Apos", CD159a=(0.38, None)), nk_path)
+    gs.add_gate(rect("NKG2Apos_bright", CD159a=(0.38, None)), nk_path + ("NK_bright",))
+    gs.add_gate(rect("NKG2Apos_dim", CD159a=(0.38, None)), nk_path + ("NK_dim",))
+    gs.add_gate(rect("Tcells_NKG2Apos", CD159a=(0.38, None)), lym + ("Tcells",))
+    return gs
+
+
+def cart() -> fk.GatingStrategy:
+    """PB CAR-T panel: counting beads (straight under TimeOK: beads are not cells, so they skip
+    the singlet and cell gates), then viable CD45+ lymphocytes, CD3+ T cells, CAR+ T cells and
+    their CD4+ / CD8+ shares."""
+    gs = base_strategy()
+    singlets = qc_backbone(gs)
+    time_ok = singlets[:-1]
+    # Beads: very bright on their own (APC) channel, small uniform scatter.
+    gs.add_gate(rect("Beads", Beads=(0.6, None)), time_ok)
+    # Cells: debris out (low FSC), beads out (they would read as bright on every channel).
+    gs.add_gate(rect("Cells", FSC_A=(0.1, None), Beads=(None, 0.6)), singlets)
+    cells = singlets + ("Cells",)
+    gs.add_gate(rect("Viable", Viability=(None, 0.5)), cells)
+    viable = cells + ("Viable",)
+    gs.add_gate(rect("CD45pos", CD45=(0.45, None)), viable)
+    cd45 = viable + ("CD45pos",)
+    gs.add_gate(rect("Lymphocytes", SSC_A=(None, 0.11)), cd45)
+    lym = cd45 + ("Lymphocytes",)
+    gs.add_gate(rect("CD3pos", CD3=(0.45, None)), lym)
+    cd3 = lym + ("CD3pos",)
+    gs.add_gate(rect("CARpos", CAR=(0.4, None)), cd3)
+    car = cd3 + ("CARpos",)
+    gs.add_gate(rect("CAR_CD4", CD4=(0.4, None)), car)
+    gs.add_gate(rect("CAR_CD8", CD8=(0.45, None)), car)
+    return gs
+
+
 TEMPLATES = {
     "ngf_tube1": lambda: ngf(1),
     "ngf_tube2": lambda: ngf(2),
+    "pb_nk": nk,
+    "pb_cart": cart,
 }
 
 

@@ -106,7 +106,7 @@ class PCEvents:
 
 def save_pc_events(path: str | Path, tubes: Sequence[PCEvents]) -> None:
     """Write a sample's PC events (all its NGF tubes) to one compressed ``.npz``, atomically."""
-    arrays: dict[str, np.ndarray] = {"tubes": np.array([t.tube for t in tubes], dtype=str)}
+    arrays: dict[str, np.ndarray] = {"tubes": np.array([t.tube for t in tubes], dtype="U64")}
     sample = tubes[0].sample_id if tubes else ""
     arrays["sample_id"] = np.array(sample)
     for t in tubes:

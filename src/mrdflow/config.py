@@ -68,6 +68,10 @@ def validate_config(config: Mapping, *, source: str = "config") -> dict:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     cfg = dict(config)
     cfg.setdefault("panels_dir", "resources/panels")
+    cfg.setdefault("gating_dir", "resources/gating")
+    for key in ("qc", "mrd", "sample"):
+        cfg[key] = dict(cfg.get(key) or {})
+    cfg["clustering"] = {"reference": "resources/reference/normal_pc.yaml", **(cfg.get("clustering") or {})}
     cfg.setdefault("simulate", {"enabled": False})
     cfg["simulate"] = {"seed": 596, "events_scale": 1.0, **cfg["simulate"]}
     cfg.setdefault("inventory", {})

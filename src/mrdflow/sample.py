@@ -206,9 +206,8 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     record["gates_files"] = gates_dir_files
     # Panel read-outs that need no cohort model.
     record.update(_panel_readouts(tubes, gated, record))
-    if pcs:
-        save_pc_events(outdir / "pc_events.npz", pcs)
-        record["pc_events"] = "pc_events.npz"
+    save_pc_events(outdir / "pc_events.npz", pcs)  # empty for samples without marrow tubes
+    record["pc_events"] = "pc_events.npz" if pcs else None
     if settings.plots:
         _plots(outdir / "plots", gated, sample_id)
     record["status"] = "failed" if not gated else ("partial" if record["errors"] else "ok")

@@ -26,3 +26,33 @@ def existing_fcs(wildcards=None):
     (a missing file is reported in the inventory rather than stopping the workflow)."""
     paths = [fcs_path(t) for t in TUBES]
     return paths if SIMULATED else [p for p in paths if os.path.exists(p)]
+
+GATING_DIR = resolve_path(config["gating_dir"])
+SAMPLES = list(dict.fromkeys(t.sample_id for t in TUBES))
+TUBES_OF = {s: [t for t in TUBES if t.sample_id == s] for s in SAMPLES}
+BM_SAMPLES = [s for s in SAMPLES if any(t.panel in ("ngf_tube1", "ngf_tube2") for t in TUBES_OF[s])]
+
+
+wildcard_constraints:
+    sample="|".join(SAMPLES) if SAMPLES else "[^/]+",
+
+
+def sample_fcs(wildcards):
+    """The sample's FCS files (missing ones are left out: the sample records the error)."""
+    paths = [fcs_path(t) for t in TUBES_OF[wildcards.sample]]
+    return paths if SIMULATED else [p for p in paths if os.path.exists(p)]
+
+
+def sample_templates(wildcards):
+    panels = sorted({t.panel for t in TUBES_OF[wildcards.sample]})
+    return [os.path.join(GATING_DIR, f"{p}.{ext}") for p in panels for ext in ("xml", "yaml")]
+
+
+def sample_mem_mb(wildcards, input, attempt):
+    """Memory from the input size: float32 events plus working columns (MB), retried larger."""
+    size_mb = sum(os.path.getsize(f) for f in input.fcs if os.path.exists(f)) / 1e6
+    return int(max(1000, 4 * size_mb) * attempt)
+
+
+def sample_model(wildcards):
+    return ["results/cohort/pc_model.json"] if wildcards.sample in BM_SAMPLES else []

@@ -1,0 +1,41 @@
+# Per-sample analysis (mrdflow.sample): QC, data-driven gates, NK / CAR-T read-outs, PC events;
+# then, with the cohort PC model, aberrant PCs and the MRD call.
+
+
+rule gate_sample:
+    input:
+        fcs=sample_fcs,
+        templates=sample_templates,
+    output:
+        gating="results/samples/{sample}/gating.tsv",
+        gates="results/samples/{sample}/gates.xml",
+        stage1="results/samples/{sample}/stage1.json",
+        pc_events="results/samples/{sample}/pc_events.npz",
+        plots=directory("results/samples/{sample}/plots"),
+    params:
+        data_dir=DATA_DIR,
+    threads: 1
+    resources:
+        mem_mb=sample_mem_mb,
+        runtime=30,
+    log:
+        "logs/samples/{sample}/gate_sample.log",
+    script:
+        "../../scripts/gate_sample.py"
+
+
+rule sample_metrics:
+    input:
+        stage1="results/samples/{sample}/stage1.json",
+        pc_events="results/samples/{sample}/pc_events.npz",
+        model=sample_model,
+    output:
+        "results/samples/{sample}/metrics.json",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/samples/{sample}/sample_metrics.log",
+    script:
+        "../../scripts/sample_metrics.py"
