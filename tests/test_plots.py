@@ -117,3 +117,18 @@ def test_density2d_matches_histogram2d():
 def test_file_names():
     assert plot_file_name(3, "PC") == "03_PC.png"
     assert plot_file_name(7, "NK bright/x", 120) == "007_NK_bright_x.png"
+
+
+def test_empty_parent_still_plots(gated, tmp_path):
+    from mrdflow.gating import TubeGating
+
+    class NoEvents(TubeGating):
+        def mask(self, gate_id):
+            return np.zeros(self.view.n, bool)
+
+    g = NoEvents(**{f.name: getattr(gated, f.name) for f in dataclasses.fields(gated)})
+    g.steps = [dataclasses.replace(s, count=0, parent_count=0) for s in gated.steps
+               if s.gate_id in ("Nucleated", "PC")]
+    paths = _plot(g, tmp_path)
+    assert [p.name for p in paths] == ["01_Nucleated.png", "02_PC.png"]
+    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in paths)

@@ -28,7 +28,6 @@ order-preserving random subsample); the rate trace always counts every event.
 
 from __future__ import annotations
 
-import math
 import re
 import textwrap
 import zlib
@@ -40,7 +39,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.patches import Polygon, Rectangle
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Polygon, Rectangle
 
 from mrdflow.atomic import atomic_path
 from mrdflow.gates import points_in_polygon
@@ -354,7 +354,8 @@ class _Frame:
             return [left / FIG_W, (h - top - hh) / h, w / FIG_W, hh / h]
 
         f.text(0.5 / FIG_W, 1 - 0.10 / h, title, ha="left", va="top", fontsize=10.5, fontweight="bold")
-        f.text(0.5 / FIG_W, 1 - 0.36 / h, headline, ha="left", va="top", fontsize=9)
+        f.text(0.5 / FIG_W, 1 - 0.36 / h, headline, ha="left", va="top",
+               fontsize=9 if len(headline) <= 88 else max(6.0, 9 * 88 / len(headline)))
         top = HEADER_H
         if strip:
             strip_h = 1.15
@@ -406,9 +407,6 @@ def _emptiest_corner(H: np.ndarray) -> str:
 
 
 def _gate_legend(ax, step: GateStep, total: int, loc: str, *, region: bool = False) -> None:
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
     handle = (Patch(fc=GATE_COLOR, ec=GATE_COLOR, alpha=0.35) if region
               else Line2D([], [], color=GATE_COLOR, lw=1.6))
     leg = ax.legend([handle], [f"{step.gate_id}: {step.count:,} ({_pct(step.count, total)})"], loc=loc,
