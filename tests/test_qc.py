@@ -52,3 +52,14 @@ def test_singlets_exclude_doublets():
     assert g.keep[:50_000].mean() > 0.99
     assert g.keep[50_000:].mean() < 0.05
     assert abs(g.mode - 1.05) < 0.01
+
+
+def test_long_clog_spanning_half_the_run_is_still_found():
+    """A clog holding few events but lasting half the acquisition must not become the baseline."""
+    rng = np.random.default_rng(5)
+    t_ok = rng.uniform(0, 50, 70_000)
+    t_clog = rng.uniform(50, 100, 5_000)  # rate ~1/7 of normal for the second half
+    t = np.sort(np.concatenate([t_ok, t_clog]))
+    res = time_qc(t, None)
+    assert res.segments and min(s for s, _ in res.segments) <= 52
+    assert res.keep[t < 49].mean() > 0.99 and res.keep[t > 52].mean() < 0.05

@@ -591,15 +591,19 @@ class _Placer:
             "removed_fraction": res.removed_fraction,
             "failed": res.removed_fraction > self.qc_settings.max_removed_fraction,
         }
+        # Edges go midway between distinct event times: FlowKit reading the file scales Time in
+        # float64, we in float32, so an edge must not sit within rounding distance of an event.
+        distinct = np.unique(t)
         if not res.segments:
-            lo, hi = float(np.min(t)) if t.size else 0.0, float(np.max(t)) + 1.0 if t.size else 1.0
-            gate = fk.gates.RectangleGate(gid, [self._dimension("Time", lo, hi)])
-            mask = pmask & (t >= lo) & (t < hi)
-            self._add(gate, parent_path, GateStep(gid, parent, "rect", ("Time",), bounds={"Time": (lo, hi)},
+            lo = float(distinct[0]) - max(1.0, abs(float(distinct[0]))) if t.size else -1.0
+            gate = fk.gates.RectangleGate(gid, [self._dimension("Time", lo, None)])
+            mask = pmask & (t >= lo)
+            self._add(gate, parent_path, GateStep(gid, parent, "rect", ("Time",), bounds={"Time": (lo, None)},
                                                   how={"Time": "no anomalous time segment"}, plot_dims=("Time", "FSC-A")), mask)
             return
         bad_ids = []
         for i, (s0, s1) in enumerate(res.segments, start=1):
+            s0, s1 = _between_events(distinct, s0), _between_events(distinct, s1)
             bid = f"{gid}_bad{i}"
             g = fk.gates.RectangleGate(bid, [self._dimension("Time", s0, s1)])
             m = pmask & (t >= s0) & (t < s1)
@@ -636,6 +640,16 @@ class _Placer:
         self.qc["singlets"] = {"ratio_lo": g.ratio_lo, "ratio_hi": g.ratio_hi, "mode": g.mode}
         self._add(gate, parent_path, GateStep(gid, parent, "polygon", (a_dim, h_dim), vertices=verts, how=how,
                                               plot_dims=(h_dim, a_dim)), mask)
+
+
+def _between_events(distinct: np.ndarray, edge: float) -> float:
+    """Move ``edge`` to the midpoint of the two distinct event values around it."""
+    i = int(np.searchsorted(distinct, edge))
+    if i <= 0:
+        return float(distinct[0]) - max(1.0, abs(float(distinct[0])))
+    if i >= distinct.size:
+        return float(distinct[-1]) + max(1.0, abs(float(distinct[-1])))
+    return 0.5 * (float(distinct[i - 1]) + float(distinct[i]))
 
 
 def gate_tube(template: GatingTemplate, view: TubeView, *, qc_settings: QCSettings = QCSettings(),

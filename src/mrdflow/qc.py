@@ -59,6 +59,14 @@ def robust_z(x: np.ndarray) -> np.ndarray:
     return (x - med) / mad
 
 
+def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:
+    order = np.argsort(x, kind="stable")
+    cw = np.cumsum(w[order])
+    if cw[-1] <= 0:
+        return float(np.median(x))
+    return float(x[order][np.searchsorted(cw, 0.5 * cw[-1])])
+
+
 @dataclass(frozen=True)
 class TimeQC:
     """Result of the time/flow-rate step.
@@ -99,9 +107,13 @@ def time_qc(time: np.ndarray, signals: np.ndarray | None, settings: QCSettings =
     counts = np.bincount(b, minlength=nbins).astype(np.float64)
     width = np.diff(edges)
     rate = counts / width
-    med_rate = np.median(rate)
+    # Centre and spread of the rate weighted by events: a long clog holds few events, so it cannot
+    # become "typical" even when it spans half of the acquisition time.
+    med_rate = _weighted_median(rate, counts)
+    mad = 1.4826 * _weighted_median(np.abs(rate - med_rate), counts)
+    mad = max(mad, 1e-6 * max(med_rate, 1.0))
     rel = np.abs(rate - med_rate) / max(med_rate, 1e-12)
-    rate_flag = (np.abs(robust_z(rate)) > settings.rate_z) & (rel > settings.rate_min_rel)
+    rate_flag = (np.abs(rate - med_rate) / mad > settings.rate_z) & (rel > settings.rate_min_rel)
     reasons_bin: list[set[str]] = [set() for _ in range(nbins)]
     for i in np.flatnonzero(rate_flag):
         reasons_bin[i].add("rate")
