@@ -107,3 +107,17 @@ def test_gates_xml_reapplied_with_flowkit_gives_same_counts(tiny_run):
                 assert counts[(t["tube"], row["gate_name"])] == row["count"], (s, t["tube"], row["gate_name"])
                 checked += 1
     assert checked > 20
+
+
+def test_tiny_cohort_recovers_planted_truth(tiny_run):
+    """The same validation as scripts/validate_demo.py, on the tiny cohort with looser bars
+    (its tubes are 10-100x smaller than the demo's)."""
+    from mrdflow.validate import Bars, format_report, validate
+
+    bars = Bars(pc_abs=1.0, pc_rel=0.1, nkg2a_abs=3.0, aberrant_rel=0.3, aberrant_abs=15, cart_rel=0.2)
+    checks = validate(tiny_run / "results", tiny_run / "data" / "test" / "truth.tsv", bars)
+    report = format_report(checks)
+    assert len(checks) >= 14, report
+    assert all(c.passed for c in checks), report
+    readouts = {c.readout for c in checks}
+    assert {"PC % of nucleated", "aberrant PC events", "week-4 MRD status", "NKG2A+ % of NK", "CAR-T cells/µL"} <= readouts

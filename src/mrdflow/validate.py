@@ -1,0 +1,164 @@
+"""Validation against the simulator's planted truth (demo and test cohorts only).
+
+This is the one module that reads truth: the simulator's ``truth.tsv`` beside the FCS files. The
+analysis never imports it. Each check compares a measured read-out in ``results/samples/*/
+metrics.json`` with the planted value and gives a verdict against a bar (:class:`Bars`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+__all__ = ["Bars", "Check", "validate", "format_report"]
+
+
+@dataclass(frozen=True)
+class Bars:
+    """Accuracy bars (issue #3 defaults).
+
+    pc_abs / pc_rel: PC% within max(pc_abs points, pc_rel × planted). nkg2a_abs: NKG2A+ % of NK
+    within this many points. aberrant_rel / aberrant_abs / aberrant_small: aberrant-PC events within
+    aberrant_rel × planted, or ±aberrant_abs events when planted < aberrant_small. cart_rel /
+    cart_abs_events / cart_small: CAR-T cells/µL within cart_rel × planted, or within the cells/µL
+    that ±cart_abs_events events represent when fewer than cart_small CAR+ events were planted
+    (Poisson noise makes a relative bar meaningless there). lod_events / required_sensitivity:
+    used to derive the expected MRD status.
+    """
+
+    pc_abs: float = 0.5
+    pc_rel: float = 0.05
+    nkg2a_abs: float = 2.0
+    aberrant_rel: float = 0.20
+    aberrant_abs: int = 10
+    aberrant_small: int = 50
+    cart_rel: float = 0.10
+    cart_abs_events: int = 10
+    cart_small: int = 50
+    lod_events: int = 20
+    required_sensitivity: float = 1e-5
+
+
+@dataclass(frozen=True)
+class Check:
+    sample_id: str
+    readout: str
+    measured: object
+    planted: object
+    bar: str
+    passed: bool
+
+
+def _read_truth(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def _num(v) -> float | None:
+    try:
+        f = float(v)
+        return f if math.isfinite(f) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def validate(results_dir: str | Path, truth_tsv: str | Path, bars: Bars = Bars()) -> list[Check]:
+    """Compare every sample's metrics with the planted truth; one :class:`Check` per read-out."""
+    results_dir = Path(results_dir)
+    truth = _read_truth(Path(truth_tsv))
+    by_sample: dict[str, list[dict]] = {}
+    for row in truth:
+        if row.get("role", "stain") == "stain":
+            by_sample.setdefault(row["sample_id"], []).append(row)
+    checks: list[Check] = []
+    for sid, rows in sorted(by_sample.items()):
+        mfile = results_dir / "samples" / sid / "metrics.json"
+        if not mfile.is_file():
+            checks.append(Check(sid, "metrics.json", "missing", "present", "exists", False))
+            continue
+        m = json.loads(mfile.read_text())
+        panels = {r["panel"] for r in rows}
+        if panels & {"ngf_tube1", "ngf_tube2"}:
+            checks += _bm_checks(sid, rows, m, bars)
+        if "pb_nk" in panels:
+            checks += _nk_checks(sid, rows, m, bars)
+        if "pb_cart" in panels:
+            checks += _cart_checks(sid, rows, m, bars)
+    return checks
+
+
+def _bm_checks(sid: str, rows: Sequence[dict], m: dict, bars: Bars) -> list[Check]:
+    out = []
+    pc = m.get("pc") or {}
+    mrd = m.get("mrd") or {}
+    planted_pc = _num(rows[0]["pc_pct_of_nucleated"])
+    measured_pc = _num(pc.get("pc_pct"))
+    if rows[0]["visit"] == "baseline" and planted_pc is not None:
+        tol = max(bars.pc_abs, bars.pc_rel * planted_pc)
+        ok = measured_pc is not None and abs(measured_pc - planted_pc) <= tol
+        out.append(Check(sid, "PC % of nucleated", _r(measured_pc), planted_pc, f"±{tol:.2f} points", ok))
+    planted_ab = sum(int(float(r["aberrant_pc"] or 0)) for r in rows)
+    measured_ab = pc.get("n_aberrant_pc")
+    if planted_ab < bars.aberrant_small:
+        tol_ab, bar = float(bars.aberrant_abs), f"±{bars.aberrant_abs} events"
+    else:
+        tol_ab, bar = bars.aberrant_rel * planted_ab, f"±{100 * bars.aberrant_rel:.0f}%"
+    ok = measured_ab is not None and abs(measured_ab - planted_ab) <= tol_ab
+    out.append(Check(sid, "aberrant PC events", measured_ab, planted_ab, bar, ok))
+    if rows[0]["visit"] == "week4":
+        n_true = sum(int(float(r["n_nucleated"] or 0)) for r in rows)
+        if planted_ab >= bars.lod_events:
+            expected = "positive"
+        elif n_true and bars.lod_events / n_true <= bars.required_sensitivity:
+            expected = "negative"
+        else:
+            expected = "not_evaluable"
+        got = mrd.get("mrd_status")
+        out.append(Check(sid, "week-4 MRD status", got, expected, "exact", got == expected))
+    return out
+
+
+def _nk_checks(sid: str, rows: Sequence[dict], m: dict, bars: Bars) -> list[Check]:
+    stain = next(r for r in rows if r["panel"] == "pb_nk")
+    planted = _num(stain["nkg2a_pct_of_nk"])
+    measured = _num((m.get("nk") or {}).get("nkg2a_pct"))
+    ok = planted is not None and measured is not None and abs(measured - planted) <= bars.nkg2a_abs
+    return [Check(sid, "NKG2A+ % of NK", _r(measured), _r(planted), f"±{bars.nkg2a_abs:g} points", ok)]
+
+
+def _cart_checks(sid: str, rows: Sequence[dict], m: dict, bars: Bars) -> list[Check]:
+    r = next(r for r in rows if r["panel"] == "pb_cart")
+    planted = _num(r["cart_per_ul"])
+    events = _num(r["car_t_events"]) or 0.0
+    measured = _num((m.get("cart") or {}).get("cells_per_ul"))
+    if planted is None:
+        return []
+    if events < bars.cart_small:
+        per_event = planted / events if events else (
+            _num(r["beads_per_tube"]) / max(_num(r["bead_events"]) or 1, 1) / (_num(r["blood_volume_ul"]) or 1)
+            if _num(r["beads_per_tube"]) else 0.0)
+        tol, bar = bars.cart_abs_events * per_event, f"±{bars.cart_abs_events} events ({bars.cart_abs_events * per_event:.2f}/µL)"
+    else:
+        tol, bar = bars.cart_rel * planted, f"±{100 * bars.cart_rel:.0f}%"
+    ok = measured is not None and abs(measured - planted) <= tol + 1e-9
+    return [Check(sid, "CAR-T cells/µL", _r(measured), _r(planted), bar, ok)]
+
+
+def _r(x):
+    return None if x is None else round(float(x), 4)
+
+
+def format_report(checks: Iterable[Check]) -> str:
+    """A table, one line per check, and the closing ``N passed, M failed`` line."""
+    checks = list(checks)
+    lines = [f"{'sample':24s} {'read-out':20s} {'measured':>12s} {'planted':>12s}  {'bar':24s} verdict"]
+    for c in checks:
+        lines.append(f"{c.sample_id:24s} {c.readout:20s} {str(c.measured):>12s} {str(c.planted):>12s}  {c.bar:24s} "
+                     f"{'PASS' if c.passed else 'FAIL'}")
+    n_ok = sum(c.passed for c in checks)
+    lines.append(f"{n_ok} passed, {len(checks) - n_ok} failed")
+    return "\n".join(lines)
