@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
-from scipy.signal import find_peaks
 
 __all__ = ["Density", "density", "peaks", "valley_between", "threshold_valley"]
 
@@ -37,6 +35,8 @@ def density(values: np.ndarray, lo: float, hi: float, *, bins: int = 512, bandwi
     ``bandwidth`` is in axis units; default is Silverman's rule on the robust spread (IQR/1.34),
     floored at 1.5 bins. Values outside the range are ignored.
     """
+    from scipy.ndimage import gaussian_filter1d  # imported here: scipy.signal/ndimage are slow to import
+
     v = np.asarray(values)
     v = v[np.isfinite(v)]
     v = v[(v >= lo) & (v <= hi)]
@@ -62,6 +62,8 @@ def peaks(d: Density, *, min_height: float = 0.02, min_prominence: float = 0.01)
     ``min_height``/``min_prominence`` are fractions of the highest peak, so they do not depend on the
     number of events.
     """
+    from scipy.signal import find_peaks
+
     if d.y.max() <= 0:
         return np.array([])
     top = d.y.max()

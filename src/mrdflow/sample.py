@@ -31,12 +31,12 @@ from mrdflow.clustering import (PCEvents, PCModel, aberrant_events, load_pc_even
                                 save_pc_events)
 from mrdflow.config import Tube
 from mrdflow.errors import MrdflowError
-from mrdflow.gating import GatingTemplate, TubeGating, TubeView, gate_tube, load_template
-from mrdflow.io import read_fcs
 from mrdflow.mrd import HemodilutionSettings, MRDSettings, TubeCount, hemodilution, mrd_call
 from mrdflow.panels import Panel, resolve_panel
 from mrdflow.qc import QCSettings
-from mrdflow.transforms import compensation_for
+
+# Stage 1 needs FlowKit (about a second to import); stage 2 and the cohort table do not, so the
+# gating imports happen inside the stage-1 functions.
 
 __all__ = ["SampleSettings", "analyse_sample", "finish_sample", "settings_from_config", "flatten_metrics"]
 
@@ -59,7 +59,9 @@ class SampleSettings:
     workdir: Path = Path(".")
     reference: Path | None = None
 
-    def template(self, panel: str) -> GatingTemplate:
+    def template(self, panel: str) -> "GatingTemplate":
+        from mrdflow.gating import load_template
+
         return load_template(self.gating_dir, panel)
 
 
@@ -86,7 +88,11 @@ def settings_from_config(config: Mapping, panels: Mapping[str, Panel], gating_di
 # Stage 1
 # ---------------------------------------------------------------------------------------------
 
-def _view(tube: Tube, data_dir: Path, settings: SampleSettings) -> TubeView:
+def _view(tube: Tube, data_dir: Path, settings: SampleSettings) -> "TubeView":
+    from mrdflow.gating import TubeView
+    from mrdflow.io import read_fcs
+    from mrdflow.transforms import compensation_for
+
     path = data_dir / tube.fcs
     fcs = read_fcs(path)
     if fcs.n_events < settings.min_events:
@@ -157,6 +163,8 @@ def _fmt(x: float | None) -> str:
 def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, settings: SampleSettings,
                    outdir: str | Path) -> dict:
     """Stage 1 for one sample; writes its files under ``outdir`` and returns the stage-1 record."""
+    from mrdflow.gating import gate_tube
+
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data_dir)
