@@ -99,12 +99,17 @@ class GateRule:
 
 @dataclass(frozen=True)
 class GatingTemplate:
-    """A panel's template: the FlowKit strategy (marker-named dimensions) and placement rules."""
+    """A panel's template: the FlowKit strategy (marker-named dimensions) and placement rules.
+
+    ``static``: the strategy is applied as drawn (a FlowJo workspace: dimensions name the file's
+    channels and carry FlowJo's own transforms), nothing is placed from the data.
+    """
 
     panel: str
     strategy: fk.GatingStrategy
     rules: Mapping[str, GateRule]
     source: str
+    static: bool = False
 
     def gate_order(self) -> list[tuple[str, tuple[str, ...]]]:
         """(gate id, parent path) in an order where parents and boolean references come first."""
@@ -223,22 +228,35 @@ def _load_rules(path: Path, strategy: fk.GatingStrategy) -> dict[str, GateRule]:
     return rules
 
 
-def template_from_workspace(wsp_path: str | Path, group: str, panel: str, sample_id: str | None = None) -> GatingTemplate:
-    """A static template from a FlowJo 10 workspace's sample group (gates as drawn, imported by
-    FlowKit). Dimensions keep FlowJo's channel names; every gate is ``fixed``."""
+def template_from_workspace(wsp_path: str | Path, group: str, panel: str, fcs_path: str | Path,
+                            sample_id: str | None = None) -> GatingTemplate:
+    """A static template from a FlowJo 10 workspace's sample group, imported by FlowKit.
+
+    FlowKit binds a workspace's gates to a loaded sample, so ``fcs_path`` names the (template)
+    FCS file the group's gates were drawn on; ``sample_id`` picks one sample of the group (default:
+    the first). Gates keep FlowJo's channel names, transforms and compensation and are applied as
+    drawn (``static``).
+    """
+    import warnings
+
     try:
-        ws = fk.Workspace(str(wsp_path), ignore_missing_files=True)
-    except Exception as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sample = fk.Sample(str(fcs_path), ignore_offset_error=True)
+            ws = fk.Workspace(str(wsp_path), fcs_samples=[sample])
+    except Exception as e:  # FlowKit raises several types for unreadable workspaces
         raise GatingError(f"{wsp_path}: cannot read FlowJo workspace ({type(e).__name__}: {e})") from None
     groups = ws.get_sample_groups()
     if group not in groups:
         raise GatingError(f"{wsp_path}: no sample group {group!r} (groups: {groups})")
     ids = ws.get_sample_ids(group)
     if not ids:
-        raise GatingError(f"{wsp_path}: sample group {group!r} has no samples")
+        raise GatingError(f"{wsp_path}: sample group {group!r} has no sample loaded from {fcs_path}")
     sid = sample_id or ids[0]
+    if sid not in ids:
+        raise GatingError(f"{wsp_path}: sample {sid!r} is not in group {group!r} ({ids})")
     strategy = ws.get_gating_strategy(sid)
-    return GatingTemplate(panel, strategy, {}, f"{wsp_path}#{group}")
+    return GatingTemplate(panel, strategy, {}, f"{wsp_path}#{group}", static=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,6 +358,7 @@ class GateStep:
     count: int = 0
     parent_count: int = 0
     plot_dims: tuple[str, ...] = ()
+    static: bool = False  # applied as drawn (FlowJo workspace): coordinates are not ours to plot
 
 
 @dataclass
@@ -642,6 +661,25 @@ class _Placer:
                                               plot_dims=(h_dim, a_dim)), mask)
 
 
+def _gate_static(template: GatingTemplate, view: TubeView, chunk_size: int) -> TubeGating:
+    """Apply a template as drawn (FlowJo workspace): no placement, exact FlowKit semantics."""
+    engine = GateEngine(template.strategy, chunk_size=chunk_size)
+    comp = view.compensation
+    sample_comp = (list(comp.detectors), comp.spill) if comp is not None else None
+    result = engine.evaluate(view.raw, view.fcs.pnn, sample_comp=sample_comp, pns=view.fcs.pns)
+    steps = []
+    for gid, path in template.gate_order():
+        gate = template.strategy.get_gate(gid, gate_path=path)
+        kind = {"RectangleGate": "rect", "PolygonGate": "polygon", "BooleanGate": "boolean"}.get(type(gate).__name__, "other")
+        dims = tuple(d.id for d in getattr(gate, "dimensions", []) or [])
+        parent = path[-1] if len(path) > 1 else None
+        steps.append(GateStep(gid, parent, kind, dims, how={"": f"as drawn in {template.source}"},
+                              count=int(result.count(gid)),
+                              parent_count=int(result.count(parent)) if parent else result.n_events,
+                              static=True))
+    return TubeGating(template.strategy, result, steps, view, {})
+
+
 def _between_events(distinct: np.ndarray, edge: float) -> float:
     """Move ``edge`` to the midpoint of the two distinct event values around it."""
     i = int(np.searchsorted(distinct, edge))
@@ -658,6 +696,8 @@ def gate_tube(template: GatingTemplate, view: TubeView, *, qc_settings: QCSettin
 
     ``fmo``: the gated FMO control tube of the same sample, used by ``fmo`` bound rules.
     """
+    if template.static:
+        return _gate_static(template, view, chunk_size)
     placer = _Placer(template, view, qc_settings, fmo)
     placer.place()
     engine = GateEngine(placer.strategy, chunk_size=chunk_size)

@@ -113,7 +113,8 @@ def plot_gating(g: TubeGating, outdir: str | Path, *, title: str, max_events: in
 
     ``title`` heads every plot (the sample and tube). ``max_events``: at most this many parent
     events go into a density plot or histogram (a deterministic, seeded subsample beyond that).
-    A boolean gate whose operands cannot be drawn is the only step without a file.
+    A boolean gate whose operands cannot be drawn, and gates applied as drawn in a FlowJo workspace
+    (their coordinates use FlowJo's transforms), get no file.
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +122,8 @@ def plot_gating(g: TubeGating, outdir: str | Path, *, title: str, max_events: in
     paths: list[Path] = []
     with matplotlib.rc_context(_RC):
         for i, step in enumerate(g.steps, start=1):
+            if step.static:  # a FlowJo gate as drawn: its coordinates use FlowJo's transforms
+                continue
             fig = _figure_for(ctx, step, title)
             if fig is None:
                 continue

@@ -60,8 +60,14 @@ class SampleSettings:
     reference: Path | None = None
 
     def template(self, panel: str) -> "GatingTemplate":
-        from mrdflow.gating import load_template
+        """The panel's Gating-ML template, or its FlowJo workspace when the config names one."""
+        from mrdflow.config import resolve_path
+        from mrdflow.gating import load_template, template_from_workspace
 
+        ws = (self.panel_config.get(panel) or {}).get("workspace")
+        if ws:
+            return template_from_workspace(resolve_path(ws["path"], self.workdir), ws["group"], panel,
+                                           resolve_path(ws["fcs"], self.workdir), ws.get("sample_id"))
         return load_template(self.gating_dir, panel)
 
 
