@@ -138,9 +138,12 @@ def _cart_checks(sid: str, rows: Sequence[dict], m: dict, bars: Bars) -> list[Ch
     if planted is None:
         return []
     if events < bars.cart_small:
-        per_event = planted / events if events else (
-            _num(r["beads_per_tube"]) / max(_num(r["bead_events"]) or 1, 1) / (_num(r["blood_volume_ul"]) or 1)
-            if _num(r["beads_per_tube"]) else 0.0)
+        if events:
+            per_event = planted / events
+        else:  # no planted CAR+ events: one event's worth from the tube's own beads and volume
+            c = m.get("cart") or {}
+            beads, n_beads, vol = _num(c.get("beads_per_tube")), _num(c.get("bead_count")), _num(c.get("blood_volume_ul"))
+            per_event = beads / n_beads / vol if beads and n_beads and vol else 0.0
         tol, bar = bars.cart_abs_events * per_event, f"±{bars.cart_abs_events} events ({bars.cart_abs_events * per_event:.2f}/µL)"
     else:
         tol, bar = bars.cart_rel * planted, f"±{100 * bars.cart_rel:.0f}%"
