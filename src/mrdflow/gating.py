@@ -67,7 +67,8 @@ class BoundRule:
     """How one bound (``<dimension>.min`` or ``.max``) of a rectangle gate is placed.
 
     method: ``valley`` (deepest density minimum inside ``window``), ``tail`` (mode of the
-    population below + ``k`` robust SDs of its lower half, clipped to ``window``), ``fmo`` (the
+    population below + ``k`` robust SDs of its lower half, clipped to ``window``), ``gmm`` (two
+    touching populations: equal posterior of a 2-component Gaussian mixture), ``fmo`` (the
     ``quantile`` of the FMO tube's events in the same gate, clipped to ``window``; falls back to
     ``fallback`` when the sample has no FMO), ``fixed`` (template value). ``given``: restrict the
     events used for the density to ranges on other dimensions, e.g. ``{CD138: [0.35, null]}``.
@@ -154,14 +155,14 @@ def _bound_rule(spec: Mapping, where: str) -> BoundRule:
     if unknown:
         raise GatingError(f"{where}: unknown field(s) {sorted(unknown)}")
     method = spec.get("method")
-    if method not in ("valley", "tail", "fmo", "fixed"):
-        raise GatingError(f"{where}: method must be valley, tail, fmo or fixed (got {method!r})")
+    if method not in ("valley", "tail", "gmm", "fmo", "fixed"):
+        raise GatingError(f"{where}: method must be valley, tail, gmm, fmo or fixed (got {method!r})")
     window = spec.get("window")
     if window is not None:
         if not (isinstance(window, list) and len(window) == 2 and window[0] < window[1]):
             raise GatingError(f"{where}: window must be [low, high] with low < high")
         window = (float(window[0]), float(window[1]))
-    elif method in ("valley", "tail", "fmo"):
+    elif method in ("valley", "tail", "gmm", "fmo"):
         raise GatingError(f"{where}: method {method!r} needs a window")
     given = {}
     for dim, rng in (spec.get("given") or {}).items():
@@ -417,6 +418,38 @@ def _robust_tail(values: np.ndarray, window: tuple[float, float], k: float) -> t
     return clipped, note
 
 
+def _gmm_threshold(values: np.ndarray, window: tuple[float, float], *, seed: int = 0,
+                   max_events: int = 200_000) -> tuple[float, str]:
+    """Where two touching populations meet: a 2-component Gaussian mixture (scikit-learn) on the
+    events, threshold where the posterior of the two components is equal, inside the window.
+
+    Used where a valley is too shallow to find (populations overlap). Falls back to the window's
+    density minimum when the mixture does not put one component on each side of the window.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    v = values[np.isfinite(values)].astype(np.float64)
+    if v.size < 50:
+        t, kind = threshold_valley(v, window[0] - 0.05, window[1] + 0.05, search=window)
+        return t, f"gmm: too few events ({v.size}); {kind} {t:.3f}"
+    if v.size > max_events:  # a seeded subsample: the fit needs the shapes, not every event
+        v = np.random.default_rng(seed).choice(v, max_events, replace=False)
+    gm = GaussianMixture(n_components=2, random_state=seed, n_init=2).fit(v[:, None])
+    means = gm.means_.ravel()
+    lo_c, hi_c = int(np.argmin(means)), int(np.argmax(means))
+    grid = np.linspace(window[0], window[1], 401)
+    post = gm.predict_proba(grid[:, None])
+    diff = post[:, hi_c] - post[:, lo_c]
+    cross = np.flatnonzero(np.diff(np.sign(diff)) > 0)
+    if means[lo_c] >= window[1] or means[hi_c] <= window[0] or cross.size == 0:
+        t, kind = threshold_valley(v, float(v.min()) - 0.05, float(v.max()) + 0.05, search=window)
+        return t, f"gmm: components {means[lo_c]:.2f}/{means[hi_c]:.2f} not either side of the window; {kind} {t:.3f}"
+    i = int(cross[0])
+    t = float(grid[i] + (grid[i + 1] - grid[i]) * (-diff[i]) / (diff[i + 1] - diff[i]))
+    return t, (f"gmm: equal posterior {t:.3f} between components at {means[lo_c]:.2f} "
+               f"({gm.weights_[lo_c]:.0%}) and {means[hi_c]:.2f} ({gm.weights_[hi_c]:.0%})")
+
+
 class _Placer:
     """Walks a template and builds the per-sample strategy; masks here are for placement only."""
 
@@ -540,6 +573,9 @@ class _Placer:
             return t, f"{kind} {t:.3f} in [{window[0]:.2f}, {window[1]:.2f}] ({v.size} events){floor_note}"
         if br.method == "tail":
             t, note = _robust_tail(v, window, br.k)
+            return t, note + floor_note
+        if br.method == "gmm":
+            t, note = _gmm_threshold(v, window, seed=0)
             return t, note + floor_note
         if br.method == "fmo":
             if self.fmo is None:
