@@ -58,6 +58,17 @@ def _describe(err: jsonschema.ValidationError) -> str:
     return err.message
 
 
+#: The exploratory associations tested when the config names none.
+DEFAULT_ASSOCIATIONS = [
+    {"x": "baseline_nkg2a_pct", "y": "cart_auc_0_28", "test": "spearman"},
+    {"x": "baseline_nkg2a_pct", "y": "cart_cmax", "test": "spearman"},
+    {"x": "baseline_nkg2a_pct", "y": "cart_persistence_day", "test": "spearman"},
+    {"x": "baseline_nkg2a_pct", "y": "responder", "test": "mann_whitney"},
+    {"x": "w4_mrd_negative", "y": "responder", "test": "fisher"},
+    {"x": "baseline_pc_pct", "y": "responder", "test": "mann_whitney"},
+]
+
+
 def validate_config(config: Mapping, *, source: str = "config") -> dict:
     """Validate ``config`` against the config schema, fill defaults, return a plain dict."""
     schema = load_schema("config")
@@ -72,6 +83,8 @@ def validate_config(config: Mapping, *, source: str = "config") -> dict:
     for key in ("qc", "mrd", "sample"):
         cfg[key] = dict(cfg.get(key) or {})
     cfg["clustering"] = {"reference": "resources/reference/normal_pc.yaml", **(cfg.get("clustering") or {})}
+    cfg["cohort"] = {"cart_lloq_cells_per_ul": 1.0, "auc_window_days": 28, "seed": 596, "n_boot": 5000,
+                     "n_perm": 20000, "associations": DEFAULT_ASSOCIATIONS, **(cfg.get("cohort") or {})}
     cfg.setdefault("simulate", {"enabled": False})
     cfg["simulate"] = {"seed": 596, "events_scale": 1.0, **cfg["simulate"]}
     cfg.setdefault("inventory", {})

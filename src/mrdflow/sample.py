@@ -220,6 +220,7 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     record["gates_files"] = gates_dir_files
     # Panel read-outs that need no cohort model.
     record.update(_panel_readouts(tubes, gated, record))
+    _save_nk_events(outdir / "nk_events.npz", sample_id, tubes, gated)
     save_pc_events(outdir / "pc_events.npz", pcs)  # empty for samples without marrow tubes
     record["pc_events"] = "pc_events.npz" if pcs else None
     if settings.plots:
@@ -228,6 +229,27 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     with atomic_open(outdir / "stage1.json", "w") as fh:
         json.dump(record, fh, indent=1, default=_json_default)
     return record
+
+
+def _save_nk_events(path: Path, sample_id: str, tubes: Sequence[Tube], gated: Mapping[str, "TubeGating"]) -> None:
+    """NK-gate events of the stained NK tube (logicle marker values and subset flags), for the
+    cohort AnnData; an empty file for samples without one."""
+    from mrdflow.atomic import atomic_path
+
+    arrays: dict[str, np.ndarray] = {"sample_id": np.array(sample_id), "markers": np.array([], dtype="U32"),
+                                     "values": np.zeros((0, 0), np.float32)}
+    stain = next((t for t in tubes if t.panel == "pb_nk" and t.role == "stain" and t.tube in gated), None)
+    if stain is not None:
+        g = gated[stain.tube]
+        nk = g.mask("NK")
+        markers = [m.name for m in g.view.resolved.panel.markers]
+        arrays["markers"] = np.array(markers, dtype="U32")
+        arrays["values"] = np.column_stack([g.view.values(m)[nk] for m in markers]).astype(np.float32)
+        for flag in ("NK_bright", "NK_dim", "NKG2Apos"):
+            arrays[flag] = g.mask(flag)[nk]
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
 
 
 def _plots(plot_dir: Path, gated: Mapping[str, TubeGating], sample_id: str) -> None:

@@ -11,6 +11,7 @@ rule gate_sample:
         gates="results/samples/{sample}/gates.xml",
         stage1="results/samples/{sample}/stage1.json",
         pc_events="results/samples/{sample}/pc_events.npz",
+        nk_events="results/samples/{sample}/nk_events.npz",
         plots=directory("results/samples/{sample}/plots"),
     params:
         data_dir=DATA_DIR,
