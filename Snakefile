@@ -20,4 +20,8 @@ rule all:
     input:
         "results/inventory.tsv",
         "results/cohort/sample_metrics.tsv",
+        "results/cohort/patients.tsv",
+        "results/cohort/associations.tsv",
+        "results/cohort/pc_events.h5ad",
+        expand("results/cohort/plots/{fig}.png", fig=COHORT_FIGURES),
     default_target: True

@@ -2,14 +2,15 @@
 
     python scripts/validate_demo.py [--results results] [--truth data/demo/truth.tsv]
 
-Prints, per sample and read-out, measured vs planted with a verdict, and ends with
+Prints, per sample and read-out, measured vs planted with a verdict, then the cohort summary
+(results/cohort) against the planted truth and the CT0596 poster, and ends with
 'N passed, M failed'. Exit status 1 when anything failed. Bars: see mrdflow.validate.Bars.
 """
 
 import argparse
 import sys
 
-from mrdflow.validate import Bars, format_report, validate
+from mrdflow.validate import Bars, PosterNumbers, format_report, validate, validate_cohort
 
 
 def main(argv=None) -> int:
@@ -18,6 +19,7 @@ def main(argv=None) -> int:
     ap.add_argument("--truth", default="data/demo/truth.tsv")
     args = ap.parse_args(argv)
     checks = validate(args.results, args.truth, Bars())
+    checks += validate_cohort(args.results, args.truth, PosterNumbers())
     print(format_report(checks))
     return 0 if all(c.passed for c in checks) else 1
 

@@ -121,3 +121,46 @@ def test_tiny_cohort_recovers_planted_truth(tiny_run):
     assert all(c.passed for c in checks), report
     readouts = {c.readout for c in checks}
     assert {"PC % of nucleated", "aberrant PC events", "week-4 MRD status", "NKG2A+ % of NK", "CAR-T cells/µL"} <= readouts
+
+
+def test_cohort_outputs(tiny_run):
+    """Patients, Table 1, response summary, associations, Parquet and AnnData on the tiny cohort."""
+    import anndata as ad
+    import pandas as pd
+
+    cohort = tiny_run / "results" / "cohort"
+    patients = _tsv(cohort / "patients.tsv")
+    assert [p["patient_id"] for p in patients] == ["PT01", "PT08"]
+    by = {p["patient_id"]: p for p in patients}
+    assert by["PT01"]["best_response"] == "sCR" and by["PT08"]["best_response"] == "PD"
+    assert by["PT01"]["w4_mrd_status"] == "not_evaluable" and by["PT08"]["w4_mrd_status"] == "positive"
+    assert float(by["PT01"]["cart_cmax"]) > 10 * float(by["PT08"]["cart_cmax"])  # planted 120 vs 3 cells/µL
+    for col in ("baseline_nkg2a_pct", "cart_auc_0_28", "cart_tmax_day", "cart_persistence_day", "w4_sensitivity"):
+        assert by["PT01"][col] not in ("", "NA"), col
+    overall = _tsv(cohort / "response_summary.tsv")[0]
+    assert (overall["group"], overall["n"], overall["orr_n"], overall["cr_n"]) == ("all", "2", "1", "1")
+    assoc = _tsv(cohort / "associations.tsv")
+    assert assoc and all(int(a["n"]) <= 2 and a["label"] == "exploratory" for a in assoc)
+    t1 = _tsv(cohort / "table1.tsv")
+    assert any(r["characteristic"].startswith("NKG2A") and r["source"] == "flow" for r in t1)
+    assert len(pd.read_parquet(cohort / "patients.parquet")) == 2
+    assert len(pd.read_parquet(cohort / "sample_metrics.parquet")) == len(_tsv(cohort / "sample_metrics.tsv"))
+    pc = ad.read_h5ad(cohort / "pc_events.h5ad")
+    assert pc.n_obs > 100 and {"sample_id", "patient_id", "cluster", "aberrant"} <= set(pc.obs.columns)
+    assert set(pc.obs["patient_id"]) == {"PT01", "PT08"}
+    nk = ad.read_h5ad(cohort / "nk_events.h5ad")
+    assert nk.n_obs > 100 and "CD159a" in list(nk.var_names) and nk.obs["NKG2Apos"].dtype == bool
+    for fig in ("swimmer", "kinetics", "nkg2a_auc", "mrd"):
+        for ext in ("png", "svg"):
+            assert (cohort / "plots" / f"{fig}.{ext}").stat().st_size > 1000, (fig, ext)
+
+
+def test_tiny_cohort_summary_recovers_planted_truth(tiny_run):
+    """Cohort medians/ranges of PC % and NKG2A % and the week-4 MRD-negative count against the
+    tiny cohort's planted truth (the demo's poster check is in scripts/validate_demo.py)."""
+    from mrdflow.validate import format_report, validate_cohort
+
+    checks = validate_cohort(tiny_run / "results", tiny_run / "data" / "test" / "truth.tsv", tol_points=1.0)
+    report = format_report(checks)
+    assert len(checks) == 8, report
+    assert all(c.passed for c in checks), report

@@ -20,7 +20,8 @@ import pandas as pd
 from mrdflow.atomic import atomic_open
 from mrdflow.sample import flatten_metrics
 
-__all__ = ["CohortTables", "build_patients", "dose_label", "load_metrics", "sample_metrics_rows", "write_table"]
+__all__ = ["CohortTables", "add_derived", "build_patients", "dose_label", "load_metrics", "response_summary",
+           "sample_metrics_rows", "table1", "write_table"]
 
 #: Columns that lead the sample table, in this order; the rest follow alphabetically.
 LEADING = ["sample_id", "patient_id", "specimen", "visit", "day", "infusion", "status", "errors",
@@ -41,7 +42,9 @@ def _cell(v) -> str:
     if v is None:
         return "NA"
     if isinstance(v, float):
-        return "NA" if not math.isfinite(v) else f"{v:.6g}"
+        if math.isnan(v):
+            return "NA"
+        return f"{v:.6g}"  # inf / -inf stay (an odds ratio with a zero cell)
     return str(v).replace("\t", " ").replace("\n", " ")
 
 
@@ -165,9 +168,188 @@ def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart
             row[f"cart_persistence_day{sfx}"] = k.persistence_day
             row[f"cart_car_pct_cd3_peak{sfx}"] = None if peak is None else peak["car_pct_cd3"]
             row[f"cart_n_samples{sfx}"] = k.n_points
+        row["missing_readouts"] = _missing_readouts(metrics, pid, row)
         rows.append(row)
-    patients = pd.DataFrame(rows)
+    patients = add_derived(pd.DataFrame(rows))
     return CohortTables(patients, kin, mrd)
+
+
+#: Read-outs each patient is expected to have: (column, specimen, visit, what it is).
+EXPECTED = (("baseline_pc_pct", "BM", "baseline", "baseline PC %"),
+            ("baseline_nkg2a_pct", "PB", "baseline", "baseline NKG2A %"),
+            ("w4_mrd_status", "BM", "week4", "week-4 MRD"),
+            ("cart_cmax", "PB", "serial", "CAR-T kinetics"))
+
+
+def _missing_readouts(metrics: Sequence[dict], patient: str, row: Mapping) -> str:
+    """Which expected read-outs the patient lacks and why ('' when none), e.g.
+    'week-4 MRD: PT02_BM_week4 failed (ngf1: DATA segment truncated)'."""
+    out = []
+    for col, specimen, visit, what in EXPECTED:
+        v = row.get(col)
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            continue
+        cands = [m for m in metrics if m["patient_id"] == patient and m["specimen"] == specimen and m["visit"] == visit]
+        if not cands:
+            out.append(f"{what}: no sample")
+            continue
+        why = []
+        for m in cands:
+            errs = "; ".join(f"{e.get('tube')}: {e.get('error')}" for e in m.get("errors", []))
+            why.append(f"{m['sample_id']} {m.get('status', '?')}" + (f" ({errs})" if errs else ""))
+        out.append(f"{what}: " + ", ".join(why))
+    return " | ".join(out)
+
+
+ORR_RESPONSES = ("sCR", "CR", "VGPR", "PR")
+
+
+def add_derived(patients: pd.DataFrame) -> pd.DataFrame:
+    """Boolean helper columns used by the summaries and associations: ``responder`` (≥ PR),
+    ``cr_or_better`` (CR/sCR), ``vgpr_or_better``, and ``w4_mrd_negative`` (True/False, missing
+    when the week-4 call is not evaluable or absent)."""
+    p = patients.copy()
+    resp = p["best_response"] if "best_response" in p else pd.Series([None] * len(p), index=p.index)
+    p["responder"] = resp.isin(ORR_RESPONSES)
+    p["cr_or_better"] = resp.isin(("sCR", "CR"))
+    p["vgpr_or_better"] = resp.isin(("sCR", "CR", "VGPR"))
+    status = p["w4_mrd_status"] if "w4_mrd_status" in p else pd.Series([None] * len(p), index=p.index)
+    p["w4_mrd_negative"] = pd.Series([True if s == "negative" else False if s == "positive" else None for s in status],
+                                     index=p.index, dtype="object")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 1 and response summary (brief section 5)
+# ---------------------------------------------------------------------------------------------
+
+def _num(values) -> list[float]:
+    out = []
+    for v in values:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            out.append(f)
+    return out
+
+
+def _fmt_num(x: float, decimals: int | None) -> str:
+    if decimals is None:  # as the value needs: 63.5, 49, 4.5
+        return f"{x:.1f}" if x != round(x) else f"{x:.0f}"
+    return f"{x:.{decimals}f}"
+
+
+def _continuous(label: str, values, *, source: str, median_dp: int | None = None, range_dp: int | None = None,
+                n_total: int) -> dict:
+    v = _num(values)
+    row = {"characteristic": label, "category": "", "source": source, "n": len(v), "n_missing": n_total - len(v),
+           "count": None, "percent": None, "median": None, "min": None, "max": None}
+    if v:
+        med, lo, hi = float(pd.Series(v).median()), min(v), max(v)
+        row.update(median=med, min=lo, max=hi,
+                   value=f"{_fmt_num(med, median_dp)} ({_fmt_num(lo, range_dp)}, {_fmt_num(hi, range_dp)})")
+    else:
+        row["value"] = "not available"
+    return row
+
+
+def _categorical(label: str, values, categories: Sequence[tuple[str, Any]], *, source: str, n_total: int) -> list[dict]:
+    vals = list(values)
+    known = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    rows = []
+    for name, match in categories:
+        k = sum(1 for v in known if (match(v) if callable(match) else v == match))
+        pct = 100.0 * k / n_total if n_total else None
+        rows.append({"characteristic": label, "category": name, "source": source, "n": len(known),
+                     "n_missing": n_total - len(known), "count": k, "percent": pct, "median": None,
+                     "min": None, "max": None, "value": f"{k} ({pct:.1f})" if k and pct is not None else str(k)})
+    return rows
+
+
+def _ig_category(row: Mapping) -> str | None:
+    ig = row.get("ig_type")
+    if ig == "Light chain":
+        lc = {"kappa": "κ", "κ": "κ", "lambda": "λ", "λ": "λ"}.get(row.get("light_chain") or "", "")
+        return f"{lc} Light Chain".strip()
+    return ig
+
+
+def table1(patients: pd.DataFrame) -> pd.DataFrame:
+    """Baseline characteristics as the poster's Table 1: median (range) for continuous variables,
+    n (%) for categorical ones (percent of all patients; missing values counted in ``n_missing``).
+    PC % (of nucleated cells, baseline marrow) and NKG2A+ % of NK cells (baseline blood) come from
+    the FCS measurements (``source`` = ``flow``); the rest from the clinical sheet."""
+    n = len(patients)
+    recs = patients.to_dict("records")
+    col = lambda c: [r.get(c) for r in recs]  # noqa: E731
+    rows: list[dict] = [{"characteristic": "Patients", "category": "", "source": "clinical", "n": n, "n_missing": 0,
+                         "count": n, "percent": None, "median": None, "min": None, "max": None, "value": f"N={n}"}]
+    rows.append(_continuous("Age, median (range), y", col("age"), source="clinical", n_total=n))
+    rows += _categorical("Sex, n (%)", col("sex"), [("Male", "M"), ("Female", "F")], source="clinical", n_total=n)
+    igs = [_ig_category(r) for r in recs]
+    order = ["IgG", "IgA", "IgM", "IgD", "IgE", "κ Light Chain", "λ Light Chain", "Light Chain", "Non-secretory"]
+    present = [c for c in order if c in igs] + sorted({c for c in igs if c and c not in order})
+    rows += _categorical("Type of immunoglobulin at diagnosis, n (%)", igs, [(c, c) for c in present],
+                         source="clinical", n_total=n)
+    rows += _categorical("R-ISS stage at screening, n (%)", col("riss"), [(s, s) for s in ("I", "II", "III")],
+                         source="clinical", n_total=n)
+    rows += _categorical("Cytogenetic high risk, n (%)", col("cyto_high_risk"), [("yes", "yes")], source="clinical", n_total=n)
+    rows.append(_continuous("Prior lines of therapy, median (range)", col("prior_lines"), source="clinical", n_total=n))
+    rows += _categorical("ASCT, n (%)", col("prior_asct"), [("yes", "yes")], source="clinical", n_total=n)
+    rows += _categorical("Extramedullary plasmacytoma, n (%)", col("extramedullary"), [("yes", "yes")],
+                         source="clinical", n_total=n)
+    rows.append(_continuous("Proportion of plasma cells, median (range), %", col("baseline_pc_pct"), source="flow",
+                            median_dp=2, range_dp=1, n_total=n))
+    rows.append(_continuous("NKG2A % in NK cells at baseline, median (range), %", col("baseline_nkg2a_pct"),
+                            source="flow", median_dp=2, range_dp=1, n_total=n))
+    rows += _categorical("Lymphodepletion dose, n (%)", col("lymphodepletion"), [("Full dose", "full"), ("Reduced dose", "reduced")],
+                         source="clinical", n_total=n)
+    doses = sorted(set(_num(col("cart_dose_cells"))))
+    rows += _categorical("CAR-T dose (cells), first infusion, n (%)", _num(col("cart_dose_cells")),
+                         [(dose_label(d), d) for d in doses], source="clinical", n_total=n)
+    cols = ["characteristic", "category", "value", "n", "n_missing", "count", "percent", "median", "min", "max", "source"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _rate(k: int, n: int) -> str:
+    return f"{k}/{n} ({100.0 * k / n:.1f}%)" if n else "0/0"
+
+
+def response_summary(patients: pd.DataFrame) -> pd.DataFrame:
+    """ORR (≥ PR), CR rate (CR + sCR), VGPR-or-better and the week-4 MRD-negative rate among
+    evaluable patients (negative or positive; not-evaluable and missing calls are left out of the
+    denominator and counted in ``mrd_not_evaluable``): overall, by first-infusion dose level and by
+    lymphodepletion. Percentages are of the patients in the group."""
+    p = add_derived(patients) if "responder" not in patients else patients
+    groups: list[tuple[str, str, pd.DataFrame]] = [("overall", "all", p)]
+    if "cart_dose_cells" in p:
+        for d in sorted(set(_num(p["cart_dose_cells"]))):
+            groups.append(("dose_level", dose_label(d), p[p["cart_dose_cells"].astype(float) == d]))
+    if "lymphodepletion" in p:
+        for lv in ("full", "reduced"):
+            sub = p[p["lymphodepletion"] == lv]
+            if len(sub):
+                groups.append(("lymphodepletion", lv, sub))
+    rows = []
+    for by, name, g in groups:
+        n = len(g)
+        mrd_eval = g["w4_mrd_negative"].map(lambda v: v is True or v is False)
+        mrd_neg = int((g["w4_mrd_negative"] == True).sum())  # noqa: E712 (object column)
+        k_orr, k_cr, k_vgpr = int(g["responder"].sum()), int(g["cr_or_better"].sum()), int(g["vgpr_or_better"].sum())
+        row = {"group_by": by, "group": name, "n": n,
+               "orr_n": k_orr, "orr_pct": 100.0 * k_orr / n if n else None, "orr": _rate(k_orr, n),
+               "cr_n": k_cr, "cr_pct": 100.0 * k_cr / n if n else None, "cr_rate": _rate(k_cr, n),
+               "vgpr_or_better_n": k_vgpr, "vgpr_or_better_pct": 100.0 * k_vgpr / n if n else None,
+               "mrd_evaluable_n": int(mrd_eval.sum()), "mrd_negative_n": mrd_neg,
+               "mrd_not_evaluable_n": int(n - mrd_eval.sum()),
+               "mrd_negative_pct_of_evaluable": 100.0 * mrd_neg / int(mrd_eval.sum()) if mrd_eval.sum() else None,
+               "mrd_negative": _rate(mrd_neg, int(mrd_eval.sum()))}
+        for r in RESPONSES:
+            row[f"n_{r}"] = int((g["best_response"] == r).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def write_anndata(pc_files: Sequence[str | Path], nk_files: Sequence[str | Path], patient_of: Mapping[str, str],
@@ -237,3 +419,137 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
 
     with atomic_path(path, suffix=".parquet") as tmp:
         df.to_parquet(tmp, index=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
+    """A DataFrame as TSV (``NA`` for missing, 6 significant digits), written atomically."""
+    with atomic_open(path, "w", newline="") as fh:
+        w = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        w.writerow(list(df.columns))
+        for rec in df.itertuples(index=False, name=None):
+            w.writerow([_cell(None if _isna(v) else v) for v in rec])
+
+
+def _isna(v) -> bool:
+    try:
+        return v is None or bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def html_table(df: pd.DataFrame, columns: Sequence[str] | None = None, *, headers: Sequence[str] | None = None,
+               css_class: str = "tbl") -> str:
+    """An HTML ``<table>`` of ``df`` (cells escaped, ``NA`` for missing), for the report."""
+    import html as _html
+
+    cols = list(columns or df.columns)
+    heads = list(headers or cols)
+    out = [f'<table class="{css_class}"><thead><tr>' + "".join(f"<th>{_html.escape(str(h))}</th>" for h in heads)
+           + "</tr></thead><tbody>"]
+    for rec in df[cols].itertuples(index=False, name=None):
+        out.append("<tr>" + "".join(f"<td>{_html.escape(_cell(None if _isna(v) else v))}</td>" for v in rec) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def table1_html(t1: pd.DataFrame, *, title: str = "Table 1. Patient characteristics") -> str:
+    """Table 1 laid out as in the poster: a heading row per characteristic, its categories indented."""
+    import html as _html
+
+    n = int(t1.loc[t1["characteristic"] == "Patients", "count"].iloc[0]) if (t1["characteristic"] == "Patients").any() else ""
+    lines = [f'<table class="tbl table1"><caption>{_html.escape(title)}</caption>',
+             f"<thead><tr><th>Baseline characteristic</th><th>N={n}</th></tr></thead><tbody>"]
+    last = None
+    for r in t1.to_dict("records"):
+        if r["characteristic"] == "Patients":
+            continue
+        flow = ' <span class="src">(flow)</span>' if r["source"] == "flow" else ""
+        if r["category"]:
+            if r["characteristic"] != last:
+                lines.append(f'<tr class="head"><td colspan="2">{_html.escape(r["characteristic"])}</td></tr>')
+            lines.append(f'<tr><td class="cat">{_html.escape(r["category"])}</td><td>{_html.escape(str(r["value"]))}</td></tr>')
+        else:
+            lines.append(f'<tr><td>{_html.escape(r["characteristic"])}{flow}</td><td>{_html.escape(str(r["value"]))}</td></tr>')
+        last = r["characteristic"]
+    lines.append("</tbody></table>")
+    return "\n".join(lines)
+
+
+#: Files written by :func:`write_cohort` under the cohort folder.
+COHORT_FILES = ("patients.tsv", "patients.parquet", "kinetics.tsv", "mrd.tsv", "table1.tsv", "table1.html",
+                "response_summary.tsv", "associations.tsv", "sample_metrics.parquet")
+
+
+def write_cohort(metrics_files: Sequence[str | Path], clinical: Sequence[Mapping], settings: Mapping,
+                 outdir: str | Path) -> CohortTables:
+    """Build and write every cohort table (:data:`COHORT_FILES`) from the samples' ``metrics.json``
+    and the validated clinical rows. ``settings`` is the config's ``cohort`` section."""
+    from mrdflow.stats import associations
+
+    outdir = Path(outdir)
+    metrics = load_metrics(metrics_files)
+    tables = build_patients(clinical, metrics, cart_lloq=settings["cart_lloq_cells_per_ul"],
+                            auc_window_days=settings["auc_window_days"])
+    write_tsv(tables.patients, outdir / "patients.tsv")
+    write_parquet(_parquet_safe(tables.patients), outdir / "patients.parquet")
+    write_tsv(tables.kinetics, outdir / "kinetics.tsv")
+    write_tsv(tables.mrd, outdir / "mrd.tsv")
+    t1 = table1(tables.patients)
+    write_tsv(t1, outdir / "table1.tsv")
+    with atomic_open(outdir / "table1.html", "w", encoding="utf-8") as fh:
+        fh.write('<!DOCTYPE html><html><head><meta charset="utf-8"><title>Table 1</title></head><body>\n'
+                 + table1_html(t1) + "\n</body></html>\n")
+    write_tsv(response_summary(tables.patients), outdir / "response_summary.tsv")
+    assoc = associations(tables.patients, list(settings["associations"]), n_perm=settings["n_perm"],
+                         n_boot=settings["n_boot"], seed=settings["seed"])
+    write_tsv(assoc, outdir / "associations.tsv")
+    flat = pd.DataFrame([flatten_metrics(m) for m in metrics])
+    write_parquet(_parquet_safe(flat), outdir / "sample_metrics.parquet")
+    return tables
+
+
+def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns of mixed Python types (e.g. a flag that is sometimes a string) as text, so pyarrow
+    can store them."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object:
+            kinds = {type(v) for v in out[c] if not _isna(v)}
+            if len(kinds) > 1 or (kinds and kinds.pop() not in (str, bool)):
+                out[c] = [None if _isna(v) else str(v) for v in out[c]]
+    return out
+
+
+def read_tsv(path: str | Path) -> pd.DataFrame:
+    """Read a table written by :func:`write_tsv` (``NA`` = missing)."""
+    return pd.read_csv(path, sep="\t", na_values=["NA"], keep_default_na=False)
+
+
+def nkg2a_auc_association(assoc: pd.DataFrame) -> dict | None:
+    """The Spearman row of baseline NKG2A % vs CAR-T AUC0–28, for the figure caption."""
+    hit = assoc[(assoc["x"] == "baseline_nkg2a_pct") & (assoc["y"] == "cart_auc_0_28") & (assoc["test"] == "spearman")]
+    if hit.empty:
+        return None
+    r = hit.iloc[0]
+    return {"rho": r["statistic"], "p_value": r["p_value"], "p_method": r["p_method"], "n": int(r["n"]),
+            "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+
+
+def write_cohort_figures(patients_tsv, kinetics_tsv, mrd_tsv, associations_tsv, outdir: str | Path, *,
+                         lloq: float | None = None) -> list[Path]:
+    """The cohort figures (PNG + SVG each) under ``outdir``: swimmer, kinetics, nkg2a_auc, mrd."""
+    from mrdflow import cohort_plots as cp
+
+    outdir = Path(outdir)
+    patients, kin, mrd = read_tsv(patients_tsv), read_tsv(kinetics_tsv), read_tsv(mrd_tsv)
+    assoc = nkg2a_auc_association(read_tsv(associations_tsv))
+    written = []
+    written += cp.swimmer_plot(patients, mrd, outdir / "swimmer")
+    written += cp.kinetics_plot(kin, patients, outdir / "kinetics", lloq=lloq)
+    written += cp.nkg2a_auc_plot(patients, outdir / "nkg2a_auc", assoc=assoc)
+    written += cp.mrd_plot(mrd, patients, outdir / "mrd")
+    return written

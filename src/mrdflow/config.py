@@ -22,6 +22,7 @@ __all__ = [
     "Tube",
     "load_config",
     "load_schema",
+    "read_clinical",
     "read_sheet",
     "read_samples",
     "resolve_path",
@@ -288,3 +289,41 @@ def read_samples(path: str | Path, *, panels: Iterable[str] | None = None) -> li
     if problems:
         raise ConfigError(f"{path}: invalid rows:\n  " + "\n  ".join(problems))
     return tubes
+
+
+def read_clinical(path: str | Path, *, sample_patients: Iterable[str] | None = None) -> list[dict]:
+    """Read and validate the clinical sheet (one row per patient, ``clinical.schema.yaml``).
+
+    Beyond the schema: ``patient_id`` unique; a second infusion has both its date and its dose, and
+    comes after the first; response and progression dates do not precede the first infusion; and,
+    when ``sample_patients`` (the sample sheet's patients) is given, every patient appears in both
+    sheets. Errors name the sheet, the line, the patient and the column.
+    """
+    path = Path(path)
+    rows = read_sheet(path, "clinical", key="patient_id")
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for line, r in enumerate(rows, start=2):
+        pid = r["patient_id"]
+        where = f"line {line} (patient_id={pid})"
+        if pid in seen:
+            problems.append(f"{where}: duplicate patient_id (first on line {seen[pid]})")
+        seen.setdefault(pid, line)
+        if (r.get("infusion2_date") is None) != (r.get("infusion2_dose_cells") is None):
+            problems.append(f"{where}, columns 'infusion2_date'/'infusion2_dose_cells': give both or neither")
+        first = r["infusion1_date"]
+        for col in ("infusion2_date", "best_response_date", "progression_date"):
+            v = r.get(col)
+            if v is not None and v < first:  # ISO dates compare as text
+                problems.append(f"{where}, column {col!r}: {v} is before infusion1_date {first}")
+        if r.get("progression") == "yes" and r.get("progression_date") is None:
+            problems.append(f"{where}, column 'progression_date': required when progression is 'yes'")
+    if sample_patients is not None:
+        in_samples = set(sample_patients)
+        for pid in sorted(set(seen) - in_samples):
+            problems.append(f"line {seen[pid]} (patient_id={pid}): patient has no row in the sample sheet")
+        for pid in sorted(in_samples - set(seen)):
+            problems.append(f"patient_id={pid}: in the sample sheet but not in the clinical sheet")
+    if problems:
+        raise ConfigError(f"{path}: invalid rows:\n  " + "\n  ".join(problems))
+    return rows

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["Bars", "Check", "validate", "format_report"]
+__all__ = ["Bars", "Check", "PosterNumbers", "format_report", "validate", "validate_cohort"]
 
 
 @dataclass(frozen=True)
@@ -165,3 +165,110 @@ def format_report(checks: Iterable[Check]) -> str:
     n_ok = sum(c.passed for c in checks)
     lines.append(f"{n_ok} passed, {len(checks) - n_ok} failed")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cohort level (issue #4): the summary numbers from results/cohort against planted truth and,
+# for the demo, against the poster.
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PosterNumbers:
+    """Summary numbers a study reports (CT0596 poster by default): medians and ranges in %."""
+
+    n: int = 8
+    pc_median: float = 22.50
+    pc_range: tuple[float, float] = (0.5, 53.5)
+    nkg2a_median: float = 20.75
+    nkg2a_range: tuple[float, float] = (5.0, 36.7)
+    w4_mrd_negative: int = 6
+    orr: int = 6
+    cr_or_better: int = 3
+    vgpr: int = 1
+    pr: int = 2
+    full_ld: int = 6
+    full_ld_responders: int = 5
+
+
+def _median(values: Sequence[float]) -> float | None:
+    v = sorted(values)
+    if not v:
+        return None
+    k = len(v) // 2
+    return v[k] if len(v) % 2 else (v[k - 1] + v[k]) / 2
+
+
+def _summary_checks(label: str, measured: Sequence[float], target_median: float | None,
+                    target_range: tuple[float, float] | None, tol: float, source: str) -> list[Check]:
+    out = []
+    med = _median(measured)
+    if target_median is not None:
+        ok = med is not None and abs(med - target_median) <= tol
+        out.append(Check(f"cohort ({source})", f"{label} median", _r(med), _r(target_median), f"±{tol:g} points", ok))
+    if target_range is not None:
+        for end, got, want in (("min", min(measured, default=None), target_range[0]),
+                               ("max", max(measured, default=None), target_range[1])):
+            ok = got is not None and abs(got - want) <= tol
+            out.append(Check(f"cohort ({source})", f"{label} {end}", _r(got), _r(want), f"±{tol:g} points", ok))
+    return out
+
+
+def validate_cohort(results_dir: str | Path, truth_tsv: str | Path, poster: PosterNumbers | None = None,
+                    *, tol_points: float = 1.0, bars: Bars = Bars()) -> list[Check]:
+    """Cohort read-outs (``results/cohort/patients.tsv`` and ``response_summary.tsv``) against the
+    planted truth (medians and ranges of PC % and NKG2A % within ``tol_points``; week-4 MRD-negative
+    count exact) and, when ``poster`` is given, against the study's published numbers."""
+    results_dir = Path(results_dir)
+    ptsv = results_dir / "cohort" / "patients.tsv"
+    rtsv = results_dir / "cohort" / "response_summary.tsv"
+    if not ptsv.is_file() or not rtsv.is_file():
+        return [Check("cohort", "cohort tables", "missing", "present", "exists", False)]
+    patients = _read_truth(ptsv)
+    summary = {(r["group_by"], r["group"]): r for r in _read_truth(rtsv)}
+    pc = [v for v in (_num(p["baseline_pc_pct"]) for p in patients) if v is not None]
+    nkg2a = [v for v in (_num(p["baseline_nkg2a_pct"]) for p in patients) if v is not None]
+    w4_neg = sum(p["w4_mrd_status"] == "negative" for p in patients)
+
+    truth = [r for r in _read_truth(Path(truth_tsv)) if r.get("role", "stain") == "stain"]
+    t_pc = {r["patient_id"]: _num(r["pc_pct_of_nucleated"]) for r in truth if r["visit"] == "baseline" and r["specimen"] == "BM"}
+    t_nk = {r["patient_id"]: _num(r["nkg2a_pct_of_nk"]) for r in truth if r["panel"] == "pb_nk"}
+    t_neg = 0
+    w4: dict[str, list[dict]] = {}
+    for r in truth:
+        if r["visit"] == "week4" and r["specimen"] == "BM":
+            w4.setdefault(r["sample_id"], []).append(r)
+    for rows in w4.values():
+        a = sum(int(float(r["aberrant_pc"] or 0)) for r in rows)
+        n = sum(int(float(r["n_nucleated"] or 0)) for r in rows)
+        t_neg += a < bars.lod_events and n > 0 and bars.lod_events / n <= bars.required_sensitivity
+    planted_pc = [v for v in t_pc.values() if v is not None]
+    planted_nk = [v for v in t_nk.values() if v is not None]
+    checks = [Check("cohort (planted)", "patients", len(patients), len({r["patient_id"] for r in truth}), "exact",
+                    len(patients) == len({r["patient_id"] for r in truth}))]
+    checks += _summary_checks("PC %", pc, _median(planted_pc), (min(planted_pc), max(planted_pc)) if planted_pc else None,
+                              tol_points, "planted")
+    checks += _summary_checks("NKG2A %", nkg2a, _median(planted_nk),
+                              (min(planted_nk), max(planted_nk)) if planted_nk else None, tol_points, "planted")
+    checks.append(Check("cohort (planted)", "week-4 MRD-negative", w4_neg, t_neg, "exact", w4_neg == t_neg))
+    if poster is not None:
+        overall = summary.get(("overall", "all"), {})
+        full = summary.get(("lymphodepletion", "full"), {})
+        checks.append(Check("cohort (poster)", "patients", len(patients), poster.n, "exact", len(patients) == poster.n))
+        checks += _summary_checks("PC %", pc, poster.pc_median, poster.pc_range, tol_points, "poster")
+        checks += _summary_checks("NKG2A %", nkg2a, poster.nkg2a_median, poster.nkg2a_range, tol_points, "poster")
+        for label, got, want in (
+            ("week-4 MRD-negative", w4_neg, poster.w4_mrd_negative),
+            ("ORR (≥PR)", _int(overall.get("orr_n")), poster.orr),
+            ("CR/sCR", _int(overall.get("cr_n")), poster.cr_or_better),
+            ("VGPR", _int(overall.get("n_VGPR")), poster.vgpr),
+            ("PR", _int(overall.get("n_PR")), poster.pr),
+            ("full lymphodepletion", _int(full.get("n")), poster.full_ld),
+            ("full lymphodepletion ≥PR", _int(full.get("orr_n")), poster.full_ld_responders),
+        ):
+            checks.append(Check("cohort (poster)", label, got, want, "exact", got == want))
+    return checks
+
+
+def _int(v) -> int | None:
+    f = _num(v)
+    return None if f is None else int(f)

@@ -1,4 +1,5 @@
-# Cohort tables (mrdflow.cohort): per-sample metrics flattened into one table.
+# Cohort stage (mrdflow.cohort): per-sample metrics joined with the clinical sheet into tables,
+# statistics, AnnData and figures; the report is in report.smk.
 
 
 rule sample_metrics_table:
@@ -14,3 +15,68 @@ rule sample_metrics_table:
         "logs/cohort/sample_metrics_table.log",
     script:
         "../../scripts/sample_metrics_table.py"
+
+
+rule cohort_tables:
+    input:
+        metrics=expand("results/samples/{sample}/metrics.json", sample=SAMPLES),
+        clinical=CLINICAL_SHEET,
+    output:
+        patients="results/cohort/patients.tsv",
+        patients_parquet="results/cohort/patients.parquet",
+        kinetics="results/cohort/kinetics.tsv",
+        mrd="results/cohort/mrd.tsv",
+        table1="results/cohort/table1.tsv",
+        table1_html="results/cohort/table1.html",
+        response="results/cohort/response_summary.tsv",
+        associations="results/cohort/associations.tsv",
+        samples_parquet="results/cohort/sample_metrics.parquet",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    log:
+        "logs/cohort/cohort_tables.log",
+    script:
+        "../../scripts/cohort_tables.py"
+
+
+rule cohort_anndata:
+    input:
+        pc_events=expand("results/samples/{sample}/pc_events.npz", sample=BM_SAMPLES),
+        nk_events=expand("results/samples/{sample}/nk_events.npz", sample=SAMPLES),
+        model="results/cohort/pc_model.json" if BM_SAMPLES else [],
+        reference=resolve_path(config["clustering"]["reference"]),
+    output:
+        pc="results/cohort/pc_events.h5ad",
+        nk="results/cohort/nk_events.h5ad",
+    params:
+        patient_of={s: TUBES_OF[s][0].patient_id for s in SAMPLES},
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    log:
+        "logs/cohort/cohort_anndata.log",
+    script:
+        "../../scripts/cohort_anndata.py"
+
+
+rule cohort_plots:
+    input:
+        patients="results/cohort/patients.tsv",
+        kinetics="results/cohort/kinetics.tsv",
+        mrd="results/cohort/mrd.tsv",
+        associations="results/cohort/associations.tsv",
+    output:
+        expand("results/cohort/plots/{fig}.{ext}", fig=COHORT_FIGURES, ext=("png", "svg")),
+    params:
+        lloq=config["cohort"]["cart_lloq_cells_per_ul"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/cohort/cohort_plots.log",
+    script:
+        "../../scripts/cohort_plots.py"

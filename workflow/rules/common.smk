@@ -1,7 +1,7 @@
 # Configuration, sample sheet and panels: validated once when the workflow is parsed.
 import os
 
-from mrdflow.config import read_samples, resolve_path, validate_config
+from mrdflow.config import read_clinical, read_samples, resolve_path, validate_config
 from mrdflow.panels import load_panels
 
 config = validate_config(config, source="config")
@@ -12,6 +12,8 @@ if _undefined:
     raise ValueError(f"config: panels: {_undefined} have no definition in {PANELS_DIR}")
 SAMPLE_SHEET = resolve_path(config["samples"])
 TUBES = read_samples(SAMPLE_SHEET, panels=set(config["panels"]) & set(PANELS))
+CLINICAL_SHEET = resolve_path(config["clinical"])
+CLINICAL = read_clinical(CLINICAL_SHEET, sample_patients={t.patient_id for t in TUBES})
 DATA_DIR = config["data_dir"]
 SIMULATED = config["simulate"]["enabled"]
 
@@ -56,3 +58,5 @@ def sample_mem_mb(wildcards, input, attempt):
 
 def sample_model(wildcards):
     return ["results/cohort/pc_model.json"] if wildcards.sample in BM_SAMPLES else []
+
+COHORT_FIGURES = ("swimmer", "kinetics", "nkg2a_auc", "mrd")
