@@ -8,12 +8,16 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/inventory.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/clustering.smk"
 include: "workflow/rules/cohort.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -24,4 +28,5 @@ rule all:
         "results/cohort/associations.tsv",
         "results/cohort/pc_events.h5ad",
         expand("results/cohort/plots/{fig}.png", fig=COHORT_FIGURES),
+        "results/report.html",
     default_target: True

@@ -53,6 +53,9 @@ def test_join_by_visit_not_file_name():
     assert p["responder"] and not p["cr_or_better"] and p["w4_mrd_negative"] is True
     assert p["missing_readouts"] == ""
     assert list(t.kinetics["infusion"]) == [1] * 6 + [2] * 3
+    # one clock for timelines: infusion 2 (2025-04-01) is day 90 after infusion 1 (2025-01-01)
+    assert list(t.kinetics.loc[t.kinetics.infusion == 2, "day_since_infusion1"]) == [90, 100, 118]
+    assert list(t.mrd["day_since_infusion1"]) == [28]
 
 
 def test_missing_readouts_say_why():

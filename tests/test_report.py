@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mrdflow.cohort import response_summary, table1, write_tsv
-from mrdflow.report import SECTIONS, build_report
+from mrdflow.report import FIGURES, SECTIONS, build_report
 
 SECTION_IDS = [s for s, _ in SECTIONS]
 PLANTED = "SMITH^JOHN"
@@ -49,13 +49,13 @@ PATIENTS = [
 ASSOC = [
     dict(x="baseline_nkg2a_pct", y="cart_auc_0_28", test="spearman", n=2, statistic_name="rho", statistic=-1.0,
          p_value=1.0, p_method="exact permutation", effect_name="rho", effect=-1.0, ci_low=-1.0, ci_high=1.0,
-         ci_method="bootstrap", n_groups=None, note="", label="NKG2A % vs AUC0-28"),
+         ci_method="bootstrap", n_groups=None, note="", label="exploratory"),
     dict(x="baseline_nkg2a_pct", y="cart_cmax", test="spearman", n=2, statistic_name="rho", statistic=-1.0,
          p_value=1.0, p_method="exact permutation", effect_name="rho", effect=-1.0, ci_low=None, ci_high=None,
          ci_method=None, n_groups=None, note="too few points for a CI", label=None),
     dict(x="baseline_pc_pct", y="responder", test="mann_whitney", n=3, statistic_name="U", statistic=1.0,
          p_value=0.6667, p_method="exact", effect_name="rank-biserial", effect=0.33, ci_low=None, ci_high=None,
-         ci_method=None, n_groups=2, note="", label="PC % by response"),
+         ci_method=None, n_groups=2, note="", label="exploratory"),
 ]
 
 
@@ -199,7 +199,8 @@ def test_privacy(tree):
     assert str(tree["root"]) not in page
     prov = _section(page, "provenance")
     assert "PT01/PT01_BM_baseline_ngf1.fcs" in prov and "a" * 64 in prov
-    assert "unreadable" in prov and 'id="failed-files"' in prov
+    assert "unreadable" in prov and "DATA segment truncated" in prov and 'id="failed-files"' in prov
+    assert "$CYT=FACSCanto II" in prov  # the allow-listed keywords column
     assert "samples.tsv" in prov and "snakemake" in prov and "required_sensitivity" in prov
 
 
@@ -233,3 +234,15 @@ def test_renders_in_headless_chromium(tree, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert shot.is_file() and shot.stat().st_size > 1000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_inputs_give_notes_not_errors(tmp_path):
+    out = build_report(tmp_path / "out" / "report.html", results_dir=tmp_path / "results",
+                       inventory_tsv=tmp_path / "results" / "inventory.tsv", config={},
+                       sample_sheet=tmp_path / "samples.tsv", clinical_sheet=tmp_path / "clinical.tsv")
+    page = out.read_text(encoding="utf-8")
+    for sid in SECTION_IDS:
+        assert f'<section id="{sid}">' in page
+    assert "cohort/patients.tsv was not found" in page
+    assert page.count("Figure not available") == len(FIGURES)
+    assert "file not found" in _section(page, "provenance")

@@ -15,6 +15,15 @@ from typing import IO, Iterator
 __all__ = ["atomic_open", "atomic_path"]
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` when the block ends
@@ -23,6 +32,9 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=(suffix or path.suffix) + ".part", dir=path.parent)
     os.close(fd)
+    # mkstemp creates 0600 files; give the result the permissions open() would (0666 minus umask)
+    # so results stay readable by the lab's group.
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -107,6 +107,18 @@ def _pick(metrics: Sequence[dict], patient: str, specimen: str, visit: str, key:
     return sorted(hits, key=lambda m: (m.get("infusion", 1), m.get("day", 0)))[-1] if hits else None
 
 
+def _infusion_offsets(clinical_row: Mapping) -> dict[int, int]:
+    """Days from infusion 1 to each infusion (the sample sheet counts a sample's ``day`` from its
+    own infusion; the swimmer plot and the MRD timeline need one clock)."""
+    from datetime import date
+
+    out = {1: 0}
+    d1, d2 = clinical_row.get("infusion1_date"), clinical_row.get("infusion2_date")
+    if d1 and d2:
+        out[2] = (date.fromisoformat(str(d2)) - date.fromisoformat(str(d1))).days
+    return out
+
+
 def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart_lloq: float = 1.0,
                    auc_window_days: float = 28.0) -> CohortTables:
     """Join the clinical sheet with every sample's read-outs (see the module docstring).
@@ -116,27 +128,32 @@ def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart
     from mrdflow.kinetics import kinetics as pk
 
     kin_rows, mrd_rows, rows = [], [], []
+    offsets = {c["patient_id"]: _infusion_offsets(c) for c in clinical}
     for m in metrics:
+        off = offsets.get(m["patient_id"], {}).get(m.get("infusion", 1))
+        m = {**m, "day_since_infusion1": None if off is None or m.get("day") is None else m["day"] + off}
         if "cart" in m:
             c = m["cart"]
             kin_rows.append({
-                "patient_id": m["patient_id"], "infusion": m["infusion"], "day": m["day"], "sample_id": m["sample_id"],
+                "patient_id": m["patient_id"], "infusion": m["infusion"], "day": m["day"],
+                "day_since_infusion1": m["day_since_infusion1"], "sample_id": m["sample_id"],
                 "cells_per_ul": c.get("cells_per_ul"), "car_pct_cd3": c.get("car_pct_cd3"),
                 "cells_per_ul_ci95_low": c.get("cells_per_ul_ci95_low"), "cells_per_ul_ci95_high": c.get("cells_per_ul_ci95_high"),
             })
         if "mrd" in m:
             mrd_rows.append({
                 "patient_id": m["patient_id"], "sample_id": m["sample_id"], "visit": m["visit"], "day": m["day"],
+                "day_since_infusion1": m["day_since_infusion1"],
                 "infusion": m["infusion"], "mrd_status": _get(m, "mrd", "mrd_status"),
                 "mrd_level": _get(m, "mrd", "mrd_level"), "sensitivity": _get(m, "mrd", "sensitivity"),
                 "n_nucleated": _get(m, "mrd", "n_nucleated"), "n_aberrant_pc": _get(m, "mrd", "n_aberrant_pc"),
                 "hemodilution": _get(m, "mrd", "hemodilution"), "reason": _get(m, "mrd", "mrd_reason"),
                 "pc_pct": _get(m, "pc", "pc_pct"),
             })
-    kin = pd.DataFrame(kin_rows, columns=["patient_id", "infusion", "day", "sample_id", "cells_per_ul", "car_pct_cd3",
+    kin = pd.DataFrame(kin_rows, columns=["patient_id", "infusion", "day", "day_since_infusion1", "sample_id", "cells_per_ul", "car_pct_cd3",
                                           "cells_per_ul_ci95_low", "cells_per_ul_ci95_high"])
     kin = kin.sort_values(["patient_id", "infusion", "day"], kind="stable").reset_index(drop=True)
-    mrd = pd.DataFrame(mrd_rows, columns=["patient_id", "sample_id", "visit", "day", "infusion", "mrd_status", "mrd_level",
+    mrd = pd.DataFrame(mrd_rows, columns=["patient_id", "sample_id", "visit", "day", "day_since_infusion1", "infusion", "mrd_status", "mrd_level",
                                           "sensitivity", "n_nucleated", "n_aberrant_pc", "hemodilution", "reason", "pc_pct"])
     for c in clinical:
         pid = c["patient_id"]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -422,7 +423,9 @@ def swimmer_plot(patients: pd.DataFrame, mrd: pd.DataFrame | None, stem: str | P
         if not m.empty and "patient_id" in m.columns:
             sub = m[_col(m, "patient_id").astype(object).map(_text) == pid]
             for _, s in sub.iterrows():
-                day = _num(s.get("day"))
+                day = _num(s.get("day_since_infusion1")) if "day_since_infusion1" in sub.columns else math.nan
+                if not math.isfinite(day):
+                    day = _num(s.get("day"))
                 status = (_text(s.get("mrd_status")) or "").lower()
                 if day > 0 and status in ("negative", "positive", "not_evaluable"):
                     samples.append((day / MONTH_DAYS, status))
@@ -453,8 +456,9 @@ def swimmer_plot(patients: pd.DataFrame, mrd: pd.DataFrame | None, stem: str | P
             ax.barh(y, fu, height=bar_h, left=0, color=_response_color(d["resp"]), edgecolor="#444444",
                     linewidth=0.6, zorder=2)
         else:
-            ax.text(0.01 * xmax, y, "follow-up not reported", va="center", ha="left", fontsize=7.5,
-                    color=MUTED, style="italic")
+            marks = [mo for mo, _ in d["mrd"]] + [v for v in (d["prog_m"],) if math.isfinite(v)]
+            ax.text(max(marks) + 0.03 * xmax if marks else 0.01 * xmax, y, "follow-up not reported", va="center",
+                    ha="left", fontsize=7.5, color=MUTED, style="italic")
         end = fu if math.isfinite(fu) else 0.0
         if d["ongoing"]:
             ax.annotate("", xy=(fu + arrow, y), xytext=(fu, y), zorder=3,
@@ -870,7 +874,13 @@ def mrd_plot(mrd: pd.DataFrame | None, patients: pd.DataFrame | None, stem: str 
     vals = [v for r in res for v in (r["level"], r["sens"]) if math.isfinite(v) and v > 0] + [IMWG_MRD]
     lo_v, hi_v = min(vals), max(vals)
     ylim = (10 ** (math.floor(math.log10(lo_v)) - 0.6), 10 ** (math.ceil(math.log10(hi_v)) + 0.6))
-    bottom = 10 ** (math.log10(ylim[0]) + 0.35)   # where an unknown position is drawn
+    unplaced = any(pid not in {r["pid"] for r in res} for pid in order) or any(
+        not (math.isfinite(r["level"]) and r["level"] > 0) and not (math.isfinite(r["sens"]) and r["sens"] > 0)
+        for r in res)
+    bottom = 10 ** (math.log10(ylim[0]) + 0.35)   # where a result without a level or sensitivity is drawn
+    if unplaced:  # a band of its own below the data, with room for two lines of label under it
+        bottom = 10 ** (math.floor(math.log10(lo_v)) - 0.9)
+        ylim = (bottom / 10 ** 0.75, ylim[1])
 
     fig = _new_figure(max(5.2, 1.9 + 0.62 * len(order)), 4.6)
     ax = fig.add_subplot()
@@ -878,6 +888,17 @@ def mrd_plot(mrd: pd.DataFrame | None, patients: pd.DataFrame | None, stem: str 
     ax.set_ylim(*ylim)
     ax.set_xlim(-0.6, len(order) - 0.4)
     ax.axhline(IMWG_MRD, color=MUTED, ls="--", lw=1.0, zorder=1)
+    if unplaced:  # the band for results with no level to place them by is not a scale value
+        top = bottom * 10 ** 0.45
+        ax.axhspan(ylim[0], top, color="#f2f2f2", lw=0, zorder=0)
+        ax.text(1.0, math.sqrt(ylim[0] * top), " no value", ha="left", va="center", fontsize=7,
+                color=MUTED, transform=blended_transform_factory(ax.transAxes, ax.transData))
+        e0, e1 = math.ceil(math.log10(top)), math.floor(math.log10(ylim[1]))
+        ax.set_yticks([10.0 ** e for e in range(e0, e1 + 1)])
+        ax.set_yticks([m * 10.0 ** e for e in range(e0 - 1, e1 + 1) for m in range(2, 10)
+                       if top <= m * 10.0 ** e <= ylim[1]], minor=True)
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_ylim(*ylim)
     ax.text(1.0, IMWG_MRD, " 10⁻⁵ (IMWG)", transform=blended_transform_factory(ax.transAxes, ax.transData),
             ha="left", va="center", fontsize=7.5, color=MUTED)
     by_pid: dict[str, list[dict]] = {}
@@ -899,12 +920,12 @@ def mrd_plot(mrd: pd.DataFrame | None, patients: pd.DataFrame | None, stem: str 
             elif st == "negative":
                 known = math.isfinite(r["sens"]) and r["sens"] > 0
                 yv = r["sens"] if known else bottom
-                label = "<" + _minus(_sci(r["sens"])) if known else "neg.,\nsens. n/a"
+                label = "<" + _minus(_sci(r["sens"])) if known else "neg.\nsens. n/a"
                 ax.plot(x, yv, marker="v", ms=9.5, mfc=color, mec=INK, mew=0.9, ls="none", zorder=4)
             else:
                 known = math.isfinite(r["sens"]) and r["sens"] > 0
                 yv = r["sens"] if known else bottom
-                label = _abbrev_reason(r["reason"])
+                label = "\n".join(textwrap.wrap(_abbrev_reason(r["reason"]), 10))
                 ax.plot(x, yv, marker="x", ms=8.5, mec="#7f7f7f", mew=2.0, ls="none", zorder=4)
             ax.annotate(label, xy=(x, yv), xytext=(0, -9 if st != "positive" else 9), textcoords="offset points",
                         ha="center", va="top" if st != "positive" else "bottom", fontsize=6.8,

@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 
 from mrdflow.atomic import atomic_open
-from mrdflow.cohort import read_tsv, table1_html
+from mrdflow.cohort import dose_label, read_tsv, table1_html
 
 __all__ = ["FIGURES", "SECTIONS", "SOFTWARE", "build_report"]
 
@@ -54,20 +54,23 @@ SOFTWARE = ("mrdflow", "numpy", "pandas", "flowkit", "snakemake", "scikit-learn"
 
 #: Cohort figures: (file stem, title, caption).
 FIGURES = (
-    ("swimmer", "Swimmer plot",
-     "One bar per patient from the first CAR-T infusion to the end of follow-up (months), coloured by best "
-     "response; markers show the week-4 marrow MRD call and a second infusion where given."),
-    ("kinetics", "CAR-T expansion and persistence",
-     "CAR-T cells per µL of blood against days after each infusion, one line per patient and infusion "
-     "(log scale); points below the assay LLOQ are drawn at the LLOQ line. Cmax, Tmax, AUC0–28 and "
-     "persistence per patient are in the table above."),
-    ("nkg2a_auc", "Baseline NKG2A versus CAR-T exposure",
-     "Baseline NKG2A+ % of NK cells (blood) against CAR-T AUC0–28 after the first infusion, one point per "
-     "patient. Exploratory: the cohort is small, so the correlation is a description, not a test of a "
-     "hypothesis."),
-    ("mrd", "Marrow MRD",
-     "Aberrant plasma cells as a fraction of nucleated cells per marrow sample (log scale), with the "
-     "sensitivity each sample reached; negative samples are drawn at their limit of detection."),
+    ("swimmer", "Follow-up and response by patient",
+     "One bar per patient over follow-up (months since the first CAR-T infusion), longest on top, coloured by "
+     "best response. Markers show marrow MRD results after infusion, a second infusion and progression; an "
+     "arrow marks a response that is still ongoing."),
+    ("kinetics", "CAR-T expansion and persistence in blood",
+     "CAR-T cells per µL (log scale) against days since each infusion, one line per patient and infusion "
+     "(second infusion dashed), coloured by dose level; bars are 95% confidence intervals. Samples with no "
+     "CAR-T cells are open triangles below the LLOQ (dotted line). Cmax, Tmax, AUC0–28 and persistence per "
+     "patient are in the table above."),
+    ("nkg2a_auc", "Baseline NKG2A on NK cells versus CAR-T exposure",
+     "Baseline NKG2A+ % of NK cells (blood) against CAR-T AUC0–28 after the first infusion, one labelled point "
+     "per patient coloured by best response, with the Spearman correlation, its confidence interval, p and n. "
+     "Exploratory: with so few patients one point can drive the correlation."),
+    ("mrd", "Week-4 bone-marrow MRD",
+     "Week-4 marrow MRD per patient (log scale): a filled circle is a positive call at its MRD level, a "
+     "downward triangle a negative call at the sensitivity reached, a grey cross a sample that is not "
+     "evaluable (reason in short). The dashed line is the 10^-5 threshold (IMWG); colour is best response."),
 )
 
 _CSS = """
@@ -81,14 +84,20 @@ th,td{border:1px solid #aaa;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#e9edf2;font-weight:600}tbody tr:nth-child(even){background:#f7f8fa}
 td.num{text-align:right;font-variant-numeric:tabular-nums}.na{color:#999}
 table.table1 caption{text-align:left;font-weight:600;padding-bottom:4px}
-table.table1 tr.head td{font-weight:600;background:#f0f2f5}table.table1 td.cat{padding-left:22px}.src{color:#777;font-size:11px}
+table.table1 tr.head td{font-weight:600;background:#f0f2f5}table.table1 td.cat{padding-left:22px}
+.src{color:#777;font-size:11px}
 table.kv th{width:320px}.status-failed{color:#b00020;font-weight:600}.status-partial{color:#a15c00;font-weight:600}
 .mrd-positive{color:#b00020;font-weight:600}.mrd-negative{color:#1b6e2e;font-weight:600}
 figure{margin:12px 0 22px;page-break-inside:avoid}figure img{max-width:100%;height:auto;border:1px solid #ddd}
-figcaption{font-size:13px;color:#333;margin-top:4px}.missing{border:1px dashed #b00020;color:#b00020;padding:10px;margin:10px 0}
+figcaption{font-size:13px;color:#333;margin-top:4px}
+.missing{border:1px dashed #b00020;color:#b00020;padding:10px;margin:10px 0}
 pre{background:#f5f5f5;border:1px solid #ddd;padding:8px;font-size:12px;overflow-x:auto;white-space:pre-wrap}
-details{margin:2px 0}summary{cursor:pointer}details ul{columns:2;font-size:12px;margin:4px 0 8px}
+details{margin:2px 0;break-inside:avoid}summary{cursor:pointer}
+details ul{font-size:12px;margin:4px 0 8px;padding-left:20px}
+div.gating{columns:3 280px;column-gap:24px}
 code,.mono{font-family:Menlo,Consolas,monospace;font-size:11.5px;word-break:break-all}
+.sha{font-family:Menlo,Consolas,monospace;font-size:9.5px;white-space:nowrap}
+table.fcs{font-size:11px}table.fcs td{white-space:nowrap;padding:2px 5px}h4{font-size:14px;margin:14px 0 4px}
 footer{margin-top:40px;color:#777;font-size:12px;border-top:1px solid #ccc;padding-top:6px}
 @media print{body{max-width:none;padding:0;font-size:11px}nav{display:none}h2{page-break-after:avoid}}
 """.strip()
@@ -204,7 +213,8 @@ def _power_label(x: float) -> str:
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, num: Sequence[int] = (), cls: str = "") -> str:
     """An HTML table; ``num``: column indices set right-aligned."""
     numset = set(num)
-    out = [f'<table{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}><thead><tr>'
+    attr = f' class="{html.escape(cls)}"' if cls else ""
+    out = [f"<table{attr}><thead><tr>"
            + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr></thead><tbody>"]
     n = 0
     for r in rows:
@@ -237,7 +247,8 @@ def _status(v: Any, prefix: str = "status") -> Raw | Any:
     if _isna(v):
         return v
     s = _text(v)
-    return Raw(f'<span class="{prefix}-{html.escape(re.sub(r"[^a-z_]", "", s.lower()))}">{html.escape(s)}</span>')
+    return Raw(f'<span class="{prefix}-{html.escape(re.sub(r"[^a-z_]", "", s.lower()))}">'
+               f'{html.escape(s.replace("_", " "))}</span>')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,7 +339,7 @@ def _sec_summary(inp: _Inputs) -> str:
     if a is not None:
         stat = _float(a.get("statistic"))
         rows.append(("Baseline NKG2A % vs CAR-T AUC0–28 (exploratory)",
-                     f"{_text(a.get('statistic_name') or 'statistic')} = "
+                     f"{'statistic' if _isna(a.get('statistic_name')) else _text(a.get('statistic_name'))} = "
                      + (f"{stat:.2f}" if stat is not None else "NA")
                      + f", p = {_p(a.get('p_value'))} (n = {_text(a.get('n'))})"))
     sm = inp["sample_metrics"]
@@ -427,11 +438,14 @@ def _sec_mrd(inp: _Inputs, required: float | None) -> str:
                                              "n_nucleated": _int, "n_aberrant_pc": _int, "pc_pct": _fixed(2)}
     rows = []
     for r in m.to_dict("records"):
-        rows.append([_status(r.get(c), "mrd") if c == "mrd_status" else _col(m, r, c, fmts.get(c)) for c, _ in spec])
+        row = [_status(r.get(c), "mrd") if c == "mrd_status" else _col(m, r, c, fmts.get(c)) for c, _ in spec]
+        if "mrd_level" in m.columns and _isna(r.get("mrd_level")) and r.get("mrd_status") == "negative":
+            row[[c for c, _ in spec].index("mrd_level")] = Raw('<span class="na">&lt; LOD</span>')
+        rows.append(row)
     req = f" (required: {_power_label(required)}, i.e. enough nucleated cells to see the LOD count of " \
           "aberrant events at that level)" if required else ""
-    return (_table([h for _, h in spec], rows, num=[i for i, (c, _) in enumerate(spec)
-                                                  if c in ("day", "mrd_level", "n_nucleated", "n_aberrant_pc", "pc_pct")])
+    numeric = ("day", "mrd_level", "n_nucleated", "n_aberrant_pc", "pc_pct")
+    return (_table([h for _, h in spec], rows, num=[i for i, (c, _) in enumerate(spec) if c in numeric])
             + f'\n<p class="note">MRD level: aberrant plasma cells / nucleated cells (both NGF tubes pooled). '
               f"Sensitivity: the lowest level the sample could detect{html.escape(req)}. A sample that does not "
               "reach it, or is hemodiluted, is not evaluable; the reason column says why.</p>")
@@ -447,7 +461,7 @@ def _sec_nk(inp: _Inputs) -> str:
             ("baseline_nkg2a_pct", "NKG2A+ % of NK", _fixed(2)),
             ("baseline_nkg2a_pct_bright", "NKG2A+ % of CD56bright", _fixed(2)),
             ("baseline_nkg2a_pct_dim", "NKG2A+ % of CD56dim", _fixed(2)),
-            ("baseline_nkg2a_median", "NKG2A median (gate units)", _fixed(3)),
+            ("baseline_nkg2a_median", "NKG2A median (channel units)", _fixed(1)),
             ("baseline_nkg2a_threshold_source", "NKG2A threshold from", None)]
     spec = [s for s in spec if s[0] in p.columns]
     rows = [[_col(p, r, c, f) for c, _, f in spec] for r in p.to_dict("records")]
@@ -478,6 +492,11 @@ def _figure(results_dir: Path, stem: str, title: str, caption: str, number: int)
             f"<figcaption><b>{html.escape(head)}</b> {html.escape(caption)}</figcaption></figure>")
 
 
+def _dose(cells: Any) -> Any:
+    f = _float(cells)
+    return dose_label(f) if f is not None and f > 0 else None
+
+
 def _sec_kinetics(inp: _Inputs, fig_html: str) -> str:
     out = []
     p = inp["patients"]
@@ -497,12 +516,13 @@ def _sec_kinetics(inp: _Inputs, fig_html: str) -> str:
                 vals = [_col(p, r, c + sfx, f) for c, _, f in spec]
                 if k > 1 and all(_isna(v) for v in vals):
                     continue
-                rows.append([r.get("patient_id"), k, r.get("dose_level") if k == 1 else None, *vals])
+                dose = r.get("dose_level") if k == 1 else _dose(r.get(f"infusion{k}_dose_cells"))
+                rows.append([r.get("patient_id"), k, dose, *vals])
         headers = ["Patient", "Infusion", "Dose (cells)"] + [h for _, h, _ in spec]
         out.append(_table(headers, rows, num=list(range(3, len(headers))) + [1]))
         out.append('<p class="note">Per patient and infusion, from blood CAR-T counts (bead-based cells/µL). '
                    "AUC0–28 by the trapezoid rule over days 0–28; persistence is the last day at or above the "
-                   "assay LLOQ. A second infusion has its own row. Dose is given for the first infusion.</p>")
+                   "assay LLOQ. A second infusion has its own row, with its own dose.</p>")
     out.append(fig_html)
     kin = inp["kinetics"]
     if kin is None:
@@ -530,12 +550,13 @@ def _sec_associations(inp: _Inputs) -> str:
         return head + _not_available("cohort/associations.tsv")
     rows = []
     for r in a.to_dict("records"):
-        label = r.get("label")
-        if _isna(label) or not str(label).strip():
-            label = f"{_text(r.get('x'))} vs {_text(r.get('y'))}"
+        label = f"{_text(r.get('x'))} vs {_text(r.get('y'))}"
+        note = [_text(r.get(c)) for c in ("note", "label") if c in a.columns and _truthy(r.get(c))
+                and _text(r.get(c)).lower() != "exploratory"]  # stats tags every row "exploratory"
         n = _text(r.get("n"))
         stat = _float(r.get("statistic"))
-        stat_s = None if stat is None else f"{_text(r.get('statistic_name')) if not _isna(r.get('statistic_name')) else 'statistic'} = {stat:.3g}"
+        stat_name = "statistic" if _isna(r.get("statistic_name")) else _text(r.get("statistic_name"))
+        stat_s = None if stat is None else f"{stat_name} = {stat:.3g}"
         method = r.get("p_method")
         p_s = f"p = {_p(r.get('p_value'))} (n = {n}" + (f"; {_text(method)})" if not _isna(method) else ")")
         eff = _float(r.get("effect"))
@@ -548,8 +569,8 @@ def _sec_associations(inp: _Inputs) -> str:
                 eff_s += f" [95% CI {lo:.3g}, {hi:.3g}]"
             if not _isna(r.get("ci_method")):
                 eff_s += f" ({_text(r.get('ci_method'))})"
-        rows.append([label, r.get("test"), n, stat_s, p_s, eff_s, r.get("n_groups") if "n_groups" in a.columns else None,
-                     r.get("note") if "note" in a.columns else None])
+        groups = r.get("n_groups") if "n_groups" in a.columns else None
+        rows.append([label, r.get("test"), n, stat_s, p_s, eff_s, groups, "; ".join(note) or None])
     return head + _table(["Association", "Test", "n", "Statistic", "p (n; method)", "Effect (95% CI)",
                           "Groups", "Note"], rows, num=[2])
 
@@ -660,7 +681,7 @@ def _sec_gating(inp: _Inputs, out_dir: Path) -> str:
         ids |= {str(s) for s in sm["sample_id"].dropna()}
     if not ids:
         return "<p>No samples found.</p>"
-    base = out_dir.resolve()
+    base = Path(os.path.abspath(out_dir))  # not resolve(): a symlinked samples/ keeps its links
     blocks = []
     total = 0
     for sid in sorted(ids):
@@ -668,14 +689,15 @@ def _sec_gating(inp: _Inputs, out_dir: Path) -> str:
         pngs = sorted(pdir.rglob("*.png"), key=lambda f: f.relative_to(pdir).as_posix()) if pdir.is_dir() else []
         total += len(pngs)
         if not pngs:
-            blocks.append(f'<details><summary>{html.escape(sid)} <span class="na">(no plots)</span></summary></details>')
+            blocks.append(f'<details><summary>{html.escape(sid)} <span class="na">(no plots)</span></summary>'
+                          "</details>")
             continue
-        items = "".join(f'<li><a href="{html.escape(_href(f.resolve(), base))}">'
+        items = "".join(f'<li><a href="{html.escape(_href(Path(os.path.abspath(f)), base))}">'
                         f"{html.escape(f.relative_to(pdir).as_posix())}</a></li>" for f in pngs)
         blocks.append(f"<details><summary>{html.escape(sid)} ({len(pngs)} plots)</summary><ul>{items}</ul></details>")
     return (f'<p class="note">{total} gating plots of {len(ids)} samples, linked (not embedded) relative to this '
             "report: keep the report next to the <code>samples/</code> folder to open them offline.</p>\n"
-            + "\n".join(blocks))
+            + '<div class="gating">' + "\n".join(blocks) + "</div>")
 
 
 def _plain(obj: Any) -> Any:
@@ -709,46 +731,45 @@ def _sec_provenance(inp: _Inputs, config: Mapping, sheets: Sequence[tuple[str, P
     out.append(_table(["Sheet", "File", "SHA-256"], rows))
     out.append("<h3>Configuration</h3>")
     out.append("<pre>" + html.escape(yaml.safe_dump(_plain(config), sort_keys=True, allow_unicode=True,
-                                                      default_flow_style=False)) + "</pre>")
+                                                      default_flow_style=None, width=100)) + "</pre>")
     inv = inp["inventory"]
     out.append("<h3>Input FCS files</h3>")
     if inv is None:
         out.append(_not_available("inventory.tsv"))
     else:
         inv = _sorted(inv, ["sample_id", "tube", "path"])
-        spec = [c for c in ("sample_id", "tube", "path", "size_bytes", "events", "fcs_version", "cytometer",
-                            "acquisition_date", "status", "sha256", "keywords") if c in inv.columns]
-        rows = []
-        for r in inv.to_dict("records"):
-            row = []
-            for c in spec:
-                v = r.get(c)
-                if c == "path" and not _isna(v):
-                    v = _file_label(str(v))
-                if c in ("sha256", "keywords") and not _isna(v):
-                    v = Raw(f'<span class="mono">{html.escape(_text(v))}</span>')
-                if c == "status":
-                    v = _status(v)
-                row.append(v)
-            rows.append(row)
-        heads = {"sample_id": "Sample", "tube": "Tube", "path": "File (in data folder)", "size_bytes": "Bytes",
-                 "events": "Events", "fcs_version": "FCS", "cytometer": "Cytometer", "acquisition_date": "Acquired",
-                 "status": "Status", "sha256": "SHA-256", "keywords": "Allow-listed TEXT keywords"}
-        out.append(_table([heads[c] for c in spec], rows,
-                          num=[i for i, c in enumerate(spec) if c in ("size_bytes", "events")]))
-        out.append('<h3 id="failed-files">Failed or unreadable files</h3>')
-        bad = inv[inv["status"].fillna("NA").astype(str) != "ok"] if "status" in inv.columns else inv.iloc[0:0]
-        if bad.empty:
+        recs = inv.to_dict("records")
+        for r in recs:
+            r["file"] = _file_label(_text(r.get("path"))) if not _isna(r.get("path")) else None
+        out.append('<h4 id="failed-files">Failed or unreadable files</h4>')
+        bad = [r for r in recs if _text(r.get("status")) != "ok"] if "status" in inv.columns else []
+        if not bad:
             out.append("<p>None: every file of the sample sheet was found and read.</p>")
         else:
-            items = []
-            for r in bad.to_dict("records"):
-                name = _file_label(_text(r.get("path")))
-                items.append(f"<li><b>{html.escape(_text(r.get('sample_id')))} / {html.escape(_text(r.get('tube')))}"
-                             f"</b> ({html.escape(name)}): {html.escape(_text(r.get('status')))}"
-                             + (f" — {html.escape(_text(r.get('error')))}" if not _isna(r.get("error")) else "")
-                             + "</li>")
-            out.append("<ul>" + "".join(items) + "</ul>")
+            out.append(_table(["Sample", "Tube", "File (in data folder)", "Status", "Error"],
+                              [[r.get("sample_id"), r.get("tube"), r["file"], _status(r.get("status")), r.get("error")]
+                               for r in bad]))
+        spec = [c for c in ("sample_id", "tube", "file", "size_bytes", "events", "fcs_version", "acquisition_date",
+                            "status", "sha256") if c == "file" or c in inv.columns]
+        heads = {"sample_id": "Sample", "tube": "Tube", "file": "File (in data folder)", "size_bytes": "Bytes",
+                 "events": "Events", "fcs_version": "FCS", "acquisition_date": "Acquired", "status": "Status",
+                 "sha256": "SHA-256"}
+        rows = []
+        for r in recs:
+            row = [_status(r.get(c)) if c == "status" else r.get(c) for c in spec]
+            if "sha256" in spec and _truthy(r.get("sha256")):
+                row[spec.index("sha256")] = Raw(f'<span class="sha">{html.escape(_text(r.get("sha256")))}</span>')
+            rows.append(row)
+        out.append(f"<h4>Checksums ({len(recs)} files)</h4>")
+        out.append(_table([heads[c] for c in spec], rows, cls="fcs",
+                          num=[i for i, c in enumerate(spec) if c in ("size_bytes", "events")]))
+        if "keywords" in inv.columns or "cytometer" in inv.columns:
+            rows = [[r["file"], r.get("cytometer"),
+                     Raw(f'<span class="mono">{html.escape(_text(r.get("keywords")))}</span>')
+                     if _truthy(r.get("keywords")) else None] for r in recs]
+            out.append("<details><summary>Allow-listed FCS TEXT keywords per file</summary>"
+                       + _table(["File", "Cytometer", "Keywords (allow-list in config inventory.keywords)"], rows)
+                       + "</details>")
     return "\n".join(out)
 
 

@@ -27,7 +27,7 @@ rule cohort_tables:
         kinetics="results/cohort/kinetics.tsv",
         mrd="results/cohort/mrd.tsv",
         table1="results/cohort/table1.tsv",
-        table1_html="results/cohort/table1.html",
+        table1_html=report("results/cohort/table1.html", caption="../report/table1.rst", category="Cohort tables"),
         response="results/cohort/response_summary.tsv",
         associations="results/cohort/associations.tsv",
         samples_parquet="results/cohort/sample_metrics.parquet",
@@ -69,7 +69,10 @@ rule cohort_plots:
         mrd="results/cohort/mrd.tsv",
         associations="results/cohort/associations.tsv",
     output:
-        expand("results/cohort/plots/{fig}.{ext}", fig=COHORT_FIGURES, ext=("png", "svg")),
+        # PNGs are registered for `snakemake --report`; SVGs are the publication copies.
+        *[report(f"results/cohort/plots/{fig}.png", caption=f"../report/{fig}.rst", category="Cohort figures")
+          for fig in COHORT_FIGURES],
+        expand("results/cohort/plots/{fig}.svg", fig=COHORT_FIGURES),
     params:
         lloq=config["cohort"]["cart_lloq_cells_per_ul"],
     threads: 1
