@@ -12,7 +12,7 @@ if SIMULATED:
             outdir=lambda wildcards, output: os.path.dirname(output.truth),
             seed=config["simulate"]["seed"],
             events_scale=config["simulate"]["events_scale"],
-        threads: workflow.cores
+        threads: 8  # scaled down to --cores by Snakemake
         resources:
             mem_mb=4000,
             runtime=60,
