@@ -278,9 +278,10 @@ def test_engine_matches_flowkit_synthetic(strategy, events, reference):
         assert 0 < result.count(path) < len(events), path
 
 
-@pytest.mark.parametrize("chunk", [1000, 777, 10**6])
-def test_chunking_invariance(strategy, events, reference, chunk):
-    result = GateEngine(strategy, chunk_size=chunk).evaluate(events, PNN, sample_comp=synthetic_spill())
+@pytest.mark.parametrize("chunk,workers", [(1000, 1), (777, 4), (1000, 2), (10**6, 4)])
+def test_chunking_invariance(strategy, events, reference, chunk, workers):
+    """Any chunk size, chunks run one by one or on dask threads: FlowKit's membership."""
+    result = GateEngine(strategy, chunk_size=chunk, workers=workers).evaluate(events, PNN, sample_comp=synthetic_spill())
     assert_same_membership(result, reference)
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 import tracemalloc
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -477,3 +478,24 @@ def test_gatingml_suite_data_file(shared):
     d = _read(path, dtype=np.float64)
     ref = fk.Sample(str(path)).get_events(source="raw")
     np.testing.assert_allclose(d.scaled(), ref, rtol=1e-9)
+
+
+def test_scale_in_place_equals_scaled(tmp_path):
+    """The analysis scales the stored matrix in place (one matrix in memory): same values as scaled()."""
+    import numpy as np
+
+    from mrdflow.io import read_fcs
+    from mrdflow.simulate import load_design, simulate_file
+
+    design = load_design(Path(__file__).resolve().parents[1] / "config" / "test" / "design.yaml")
+    row = {"sample_id": "PT01_BM_baseline", "patient_id": "PT01", "specimen": "BM", "visit": "baseline", "day": "-5",
+           "infusion": "1", "tube": "ngf1", "panel": "ngf_tube1", "role": "stain", "fmo_marker": "",
+           "fcs": "t.fcs", "beads_per_tube": "", "blood_volume_ul": ""}
+    simulate_file(row, design, tmp_path)
+    ref = read_fcs(tmp_path / "t.fcs").scaled()
+    fcs = read_fcs(tmp_path / "t.fcs")
+    ev = fcs.scale_in_place()
+    assert ev is fcs.channel_values and fcs.events is ev
+    assert np.array_equal(ev, ref)
+    t = fcs.pnn.index("Time")
+    assert float(fcs.metadata["$TIMESTEP"]) != 1.0 and not np.array_equal(ev[:, t], read_fcs(tmp_path / "t.fcs").channel_values[:, t])

@@ -69,6 +69,7 @@ from flowkit import gates as fk_gates
 from flowkit.exceptions import QuadrantReferenceError
 
 from mrdflow.errors import MrdflowError
+from mrdflow.transforms import apply_transform
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -525,8 +526,7 @@ class _ChunkData:
             base = self.values(feature.untransformed(), rows)
             # FlowKit hands transforms an (n, 1) float64 column
             column = np.ascontiguousarray(base).reshape(-1, 1)
-            out = strategy.transformations[feature.xform_ref].apply(column)
-            return np.asarray(out, dtype=np.float64).reshape(-1)
+            return apply_transform(strategy.transformations[feature.xform_ref], column).reshape(-1)
         index = self.binding.columns[feature]
         comp = self.binding.compensation(feature.comp_ref)
         if comp is not None and index in comp.outputs:
@@ -672,17 +672,20 @@ class GateEngine:
     Build once per strategy (``GateEngine(strategy)`` or :meth:`from_gatingml`), then call
     :meth:`evaluate` per events matrix.  ``sample_id`` selects FlowKit custom sample gates.
     ``chunk_size`` (events per chunk) bounds the extra memory: roughly
-    chunk_size x 8 bytes x (distinct features + compensated detectors) per evaluate call.
+    chunk_size x 8 bytes x (distinct features + compensated detectors) per chunk in flight.
+    ``workers``: chunks evaluated at once, as tasks of dask's threaded scheduler (the work is
+    numpy, which releases the GIL); chunks write disjoint rows, so results do not depend on it.
     """
 
     def __init__(self, strategy: fk.GatingStrategy, *, sample_id: str | None = None,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE):
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, workers: int | None = None):
         if not isinstance(strategy, fk.GatingStrategy):
             raise TypeError(f"expected a flowkit.GatingStrategy, got {type(strategy).__name__}")
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         self.strategy = strategy
         self.chunk_size = int(chunk_size)
+        self.workers = int(workers or min(4, os.cpu_count() or 1))
         self._populations = _compile(strategy, sample_id)
         features = set()
         for pop in self._populations:
@@ -731,16 +734,25 @@ class GateEngine:
 
     def _run_chunks(self, events, binding, members, step) -> None:
         n = events.shape[0]
-        for start in range(0, n, step):
-            stop = min(start + step, n)
+
+        def run(start: int, stop: int) -> None:
             chunk = _ChunkData(events[start:stop], binding)
 
-            def refs(path, _start=start, _stop=stop):
-                return members[path][_start:_stop]
+            def refs(path):
+                return members[path][start:stop]
 
             for pop in self._populations:
                 members[pop.path][start:stop] = _evaluate_population(pop, chunk, members, start, stop, refs)
-            del chunk
+
+        bounds = [(s, min(s + step, n)) for s in range(0, n, step)]
+        if self.workers <= 1 or len(bounds) <= 1:
+            for b in bounds:
+                run(*b)
+            return
+        import dask
+
+        dask.compute(*[dask.delayed(run, pure=False)(*b) for b in bounds], scheduler="threads",
+                     num_workers=self.workers)
 
     def __repr__(self) -> str:
         return f"GateEngine({len(self._populations)} populations, {len(self.features)} features)"

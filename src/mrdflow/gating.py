@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -36,7 +37,7 @@ from mrdflow.gates import GateEngine, GateResult, points_in_polygon
 from mrdflow.io import FCSData
 from mrdflow.panels import Panel, ResolvedPanel
 from mrdflow.qc import QCSettings, singlet_gate, time_qc
-from mrdflow.transforms import Compensation, make_transform
+from mrdflow.transforms import Compensation, apply_transform, make_transform
 
 __all__ = [
     "GatingError",
@@ -273,8 +274,10 @@ class TubeView:
     once and cached (float32, one column each).
     """
 
+    CHUNK = 1 << 20  # events per compensation block
+
     def __init__(self, fcs: FCSData, resolved: ResolvedPanel, compensation: Compensation | None,
-                 transforms: Mapping[str, Mapping], *, name: str = ""):
+                 transforms: Mapping[str, Mapping], *, name: str = "", workers: int | None = None):
         self.fcs = fcs
         self.name = name or str(fcs.path)
         self.raw = fcs.events
@@ -287,6 +290,7 @@ class TubeView:
         self._comp_block: np.ndarray | None = None
         fl = [m.name for m in resolved.panel.markers]
         self.fluorescence = fl
+        self.workers = int(workers or min(4, os.cpu_count() or 1))
 
     @property
     def n(self) -> int:
@@ -310,25 +314,57 @@ class TubeView:
         if pnn not in comp.detectors:
             return self.raw[:, col]
         if self._comp_block is None:
+            # Detector-major float32 block, filled in chunks (no whole-matrix temporaries), BLAS on
+            # one thread: these tall-skinny products only slow down with threads on small nodes.
+            from threadpoolctl import threadpool_limits
+
             cols = [self.fcs.pnn.index(d) for d in comp.detectors]
-            block = self.raw[:, cols]
-            self._comp_block = (block @ comp.inverse.astype(np.float32)).astype(np.float32)
-        return self._comp_block[:, comp.detectors.index(pnn)]
+            inv = comp.inverse.astype(np.float32)
+            block = np.empty((len(cols), self.n), np.float32)
+            with threadpool_limits(limits=1, user_api="blas"):
+                for s in range(0, self.n, self.CHUNK):
+                    e = min(s + self.CHUNK, self.n)
+                    block[:, s:e] = (self.raw[s:e][:, cols] @ inv).T
+            self._comp_block = block
+        return self._comp_block[comp.detectors.index(pnn)]
+
+    def prefetch(self, dims: Sequence[str], workers: int | None = None) -> None:
+        """Compute the gate-unit columns of ``dims`` now, several at a time on threads (the
+        transforms are numpy and release the GIL). Later ``values(dim)`` calls hit the cache."""
+        todo = [d for d in dict.fromkeys(dims) if d not in self._cache]
+        if not todo:
+            return
+        if any(self.kind(d) == "fluorescence" for d in todo):
+            self._compensated(self.resolved.index[next(d for d in todo if self.kind(d) == "fluorescence")])
+        workers = workers or self.workers
+        if workers <= 1 or len(todo) == 1:
+            for d in todo:
+                self.values(d)
+            todo = []
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+            for d, v in zip(todo, ex.map(self._column, todo)):
+                self._cache[d] = v
+        if all(d in self._cache for d in self.fluorescence):
+            self._comp_block = None  # every compensated column is transformed and cached
 
     def values(self, dim: str) -> np.ndarray:
-        if dim in self._cache:
-            return self._cache[dim]
+        if dim not in self._cache:
+            self._cache[dim] = self._column(dim)
+        return self._cache[dim]
+
+    def _column(self, dim: str) -> np.ndarray:
         col = self.resolved.index[dim] if dim in self.resolved.index else None
         if col is None:
             raise GatingError(f"{self.name}: template dimension {dim!r} is not a marker of panel {self.resolved.panel.name!r}")
         kind = self.kind(dim)
         if kind == "fluorescence":
-            v = self._fl.apply(self._compensated(col).astype(np.float64)).astype(np.float32)
+            v = apply_transform(self._fl, self._compensated(col), out_dtype=np.float32)
         elif kind == "scatter":
-            v = self._sc.apply(self.raw[:, col].astype(np.float64)).astype(np.float32)
+            v = apply_transform(self._sc, self.raw[:, col], out_dtype=np.float32)
         else:
             v = self.raw[:, col]
-        self._cache[dim] = v
         return v
 
     def drop_cache(self) -> None:
@@ -637,7 +673,8 @@ class _Placer:
         view = self.view
         t = view.values("Time")
         sig_dims = [d for d in ("FSC-A", "SSC-A") if d in view.resolved.index] + list(view.fluorescence)
-        signals = np.column_stack([view.values(d) for d in sig_dims]) if sig_dims else None
+        view.prefetch(sig_dims)
+        signals = [view.values(d) for d in sig_dims]
         res = time_qc(t, signals, self.qc_settings, signal_names=sig_dims)
         pmask = self._parent_mask(parent)
         self.qc["time"] = {

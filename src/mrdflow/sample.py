@@ -101,6 +101,7 @@ def _view(tube: Tube, data_dir: Path, settings: SampleSettings) -> "TubeView":
 
     path = data_dir / tube.fcs
     fcs = read_fcs(path)
+    fcs.scale_in_place()  # the stored values are not needed again: one matrix, not two
     if fcs.n_events < settings.min_events:
         raise MrdflowError(f"{tube.fcs}: only {fcs.n_events} events (minimum {settings.min_events})")
     panel = settings.panels[tube.panel]

@@ -21,7 +21,9 @@ from mrdflow.errors import MrdflowError
 __all__ = [
     "CompensationError",
     "Compensation",
+    "apply_transform",
     "compensation_for",
+    "fast_logicle",
     "make_transform",
     "parse_spillover",
     "transform_events",
@@ -155,3 +157,161 @@ def transform_events(events: np.ndarray, columns: Sequence[int], transform) -> n
     cols = list(columns)
     events[:, cols] = transform.apply(events[:, cols].astype(np.float64)).astype(np.float32)
     return events
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast logicle
+# ---------------------------------------------------------------------------------------------
+#
+# Why by hand: FlowKit's LogicleTransform calls flowutils' C routine, which solves the logicle
+# equation one value at a time (~0.25 s per 10^6 values here) and holds the GIL; on a 10^7-event
+# tube with 8 fluorescence channels that alone was 17 s of a 30 s analysis. No maintained library
+# offers a vectorised logicle. This one solves the same equation (Moore & Parks 2012,
+# Gating-ML 2.0): y such that B(y) = x with B(y) = a·e^(b·y) − c·e^(−d·y) + f for y ≥ x1 and the
+# odd reflection B(2·x1 − y) = −B(y) below. The start comes from interpolating a table of the
+# inverse, then Halley steps (cubic convergence) on whole float64 blocks; near the data zero the
+# biexponential is summed as its Taylor series, where the closed form cancels. Agreement with
+# flowutils is to ~1e-15 (tests compare both on 10^6 values across the scale).
+
+_TAYLOR_TERMS = 16
+_LOGICLE_CACHE: dict[tuple[float, float, float, float], "FastLogicle"] = {}
+
+
+class FastLogicle:
+    """Vectorised logicle scale for parameters T (top of scale, data units), W (linearisation
+    width, decades), M (decades), A (extra negative decades)."""
+
+    BLOCK = 1 << 20  # values per float64 working block (8 MB)
+
+    def __init__(self, t: float, w: float, m: float, a: float):
+        from scipy.optimize import brentq
+
+        if not (t > 0 and m > 0 and 0 <= w <= m / 2 and -w <= a <= m - 2 * w):
+            raise ValueError(f"invalid logicle parameters T={t} W={w} M={m} A={a}")
+        self.params = (float(t), float(w), float(m), float(a))
+        self.w = w / (m + a)
+        self.x2 = a / (m + a)
+        self.x1 = self.x2 + self.w
+        self.x0 = self.x2 + 2 * self.w
+        self.b = (m + a) * np.log(10.0)
+        b, ww = self.b, self.w
+        if ww == 0:
+            self.d = b
+        else:  # d in (0, b) with 2·ln(d/b) + w·(b + d) = 0
+            self.d = brentq(lambda d: 2 * (np.log(d) - np.log(b)) + ww * (b + d), 1e-300, b, xtol=1e-300, rtol=1e-15,
+                            maxiter=500)
+        ca = np.exp(self.x0 * (b + self.d))
+        mfa = np.exp(b * self.x1) - ca / np.exp(self.d * self.x1)
+        self.a = t / ((np.exp(b) - mfa) - ca / np.exp(self.d))
+        self.c = ca * self.a
+        self.f = -mfa * self.a
+        # Taylor coefficients of B around x1: B(x1 + h) = sum_k coef[k] h^(k+1)
+        pos, neg = self.a * np.exp(b * self.x1), -self.c / np.exp(self.d * self.x1)
+        coef = np.empty(_TAYLOR_TERMS)
+        for k in range(_TAYLOR_TERMS):
+            pos *= b / (k + 1)
+            neg *= -self.d / (k + 1)
+            coef[k] = pos + neg
+        coef[1] = 0.0  # zero by the logicle condition
+        self.taylor = coef
+        self.x_taylor = self.x1 + self.w / 4
+        # Start values: y is nearly linear in u = asinh(|x| / (2·s)) with s = B'(x1) / (2·b) (slope
+        # 1/b near zero and at the top), so a uniform grid in u with linear interpolation gives
+        # ~1e-7 starts; one Halley step then reaches double precision.
+        self._s2 = 2 * (self.taylor[0] / (2 * b))
+        self._u_max = float(np.arcsinh(max(1e13, 1e4 * t) / self._s2))
+        self._n_grid = 1 << 14
+        self._du = self._u_max / self._n_grid
+        xs = self._s2 * np.sinh(np.arange(self._n_grid + 1) * self._du)
+        lo, hi = np.full_like(xs, self.x1), np.full_like(xs, self.x1 + 1.0)
+        while self._biexp(hi[-1:])[0] < xs[-1]:
+            hi += 1.0
+        for _ in range(64):  # bisection on the grid only (16k values), then polish
+            mid = 0.5 * (lo + hi)
+            below = self._biexp(mid) < xs
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        self._grid = self._halley(xs, 0.5 * (lo + hi), steps=3)
+
+    def _biexp(self, y: np.ndarray) -> np.ndarray:
+        """B(y) for y ≥ x1 (data units)."""
+        y = np.asarray(y, dtype=np.float64)
+        out = (self.a * np.exp(self.b * y) + self.f) - self.c * np.exp(-self.d * y)
+        near = y < self.x_taylor
+        if near.any():
+            out[near] = self._series(y[near])
+        return out
+
+    def _series(self, y: np.ndarray) -> np.ndarray:
+        h = y - self.x1
+        s = self.taylor[-1] * h
+        for k in range(_TAYLOR_TERMS - 2, 1, -1):
+            s = (s + self.taylor[k]) * h
+        return (s * h + self.taylor[0]) * h
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        """Data values of scale values ``y`` (float64)."""
+        y = np.asarray(y, dtype=np.float64)
+        neg = y < self.x1
+        yy = np.where(neg, 2 * self.x1 - y, y)
+        x = self._biexp(yy)
+        return np.where(neg, -x, x)
+
+    def scale(self, x: np.ndarray, out_dtype=np.float64) -> np.ndarray:
+        """Logicle scale values of data values ``x`` (any real dtype), as ``out_dtype``."""
+        x = np.asarray(x)
+        flat = x.reshape(-1)
+        out = np.empty(flat.shape, dtype=out_dtype)
+        for s in range(0, flat.size, self.BLOCK):
+            out[s:s + self.BLOCK] = self._scale_block(flat[s:s + self.BLOCK].astype(np.float64))
+        return out.reshape(x.shape)
+
+    def _halley(self, av: np.ndarray, y: np.ndarray, steps: int) -> np.ndarray:
+        """Solve B(y) = av (av ≥ 0) from start values ``y`` with ``steps`` Halley steps (stops early
+        once every step is below 4 ulp)."""
+        y = np.array(y, dtype=np.float64)
+        for _ in range(steps):
+            ae = self.a * np.exp(self.b * y)
+            ce = self.c * np.exp(-self.d * y)
+            r = (ae + self.f) - (ce + av)
+            near = y < self.x_taylor
+            if near.any():
+                r[near] = self._series(y[near]) - av[near]
+            d1 = self.b * ae + self.d * ce
+            d2 = self.b * self.b * ae - self.d * self.d * ce
+            delta = r / (d1 * (1 - r * d2 / (2 * d1 * d1)))
+            y -= delta
+            if steps > 1 and np.all(np.abs(delta) <= 4 * np.finfo(float).eps * np.maximum(1.0, np.abs(y))):
+                break
+        return y
+
+    def _scale_block(self, v: np.ndarray) -> np.ndarray:
+        neg = v < 0
+        av = np.abs(v)
+        pos = np.arcsinh(av / self._s2) / self._du
+        idx = np.minimum(pos.astype(np.intp), self._n_grid - 1)
+        frac = pos - idx
+        g = self._grid
+        y = g[idx] + frac * (g[idx + 1] - g[idx])
+        far = pos > self._n_grid
+        if far.any():  # beyond the grid (|x| > 1e13): start from the dominant term
+            y[far] = np.log(av[far] / self.a) / self.b
+        y = self._halley(av, y, steps=2 if far.any() else 1)
+        y[av == 0] = self.x1
+        return np.where(neg, 2 * self.x1 - y, y)
+
+
+def fast_logicle(t: float, w: float, m: float, a: float) -> FastLogicle:
+    """A cached :class:`FastLogicle` for these parameters."""
+    key = (float(t), float(w), float(m), float(a))
+    if key not in _LOGICLE_CACHE:
+        _LOGICLE_CACHE[key] = FastLogicle(*key)
+    return _LOGICLE_CACHE[key]
+
+
+def apply_transform(transform, values: np.ndarray, out_dtype=np.float64) -> np.ndarray:
+    """``transform.apply(values)`` for a FlowKit transform, with the vectorised logicle for
+    :class:`flowkit.transforms.LogicleTransform` (same values to ~1e-15; see :class:`FastLogicle`)."""
+    if type(transform) is fk.transforms.LogicleTransform:
+        fl = fast_logicle(transform.param_t, transform.param_w, transform.param_m, transform.param_a)
+        return fl.scale(values, out_dtype=out_dtype)
+    return np.asarray(transform.apply(np.asarray(values, dtype=np.float64)), dtype=out_dtype)

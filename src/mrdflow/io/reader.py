@@ -211,16 +211,19 @@ class FCSData:
         ``channel_values``).  Raises FCSReadError when a needed keyword is unusable.
         """
         out_dtype = np.dtype(self.channel_values.dtype if dtype is None else dtype)
+        return self._scale(np.array(self.channel_values, dtype=out_dtype, copy=True))
+
+    def _scale(self, out: np.ndarray) -> np.ndarray:
+        """Scale the columns of ``out`` (a copy of, or the very, channel values) in place."""
         scales = self.channel_scales()
         step = self.timestep() if any(s.is_time for s in scales) else 1.0
-        out = np.array(self.channel_values, dtype=out_dtype, copy=True)
         for j, s in enumerate(scales):
             needs_log = s.decades > 0
             needs_gain = not s.is_time and s.gain not in (0.0, 1.0)
             needs_step = s.is_time and step != 1.0
             if not (needs_log or needs_gain or needs_step):
                 continue
-            col = self.channel_values[:, j].astype(np.float64)
+            col = out[:, j].astype(np.float64)
             if needs_step:
                 col *= step
             if needs_log:
@@ -232,8 +235,21 @@ class FCSData:
 
     @cached_property
     def events(self) -> np.ndarray:
-        """``scaled()``, computed once (a second matrix in memory)."""
+        """``scaled()``, computed once (a second matrix in memory, unless :meth:`scale_in_place`
+        was called)."""
         return self.scaled()
+
+    def scale_in_place(self) -> np.ndarray:
+        """Apply :meth:`scaled`'s scaling to ``channel_values`` itself and make it ``events``.
+
+        For callers that need only the scaled events (the analysis of a 10^7-event tube): one
+        matrix in memory instead of two. Afterwards ``channel_values`` holds scaled values too.
+        """
+        if "events" in self.__dict__:
+            return self.__dict__["events"]
+        values = self._scale(self.channel_values)
+        self.__dict__["events"] = values  # cached_property's slot; the dataclass is frozen
+        return values
 
     # --- compensation and FlowKit ---------------------------------------------------------
     def spillover(self) -> tuple[list[str], np.ndarray] | None:
