@@ -24,3 +24,8 @@ def shared() -> Path:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+def pytest_configure(config):
+    # tests/test_slurm.py (the pyproject marker list predates it)
+    config.addinivalue_line("markers", "slurm: runs the tiny test cohort through a real SLURM (skips without one)")
