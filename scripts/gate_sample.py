@@ -1,5 +1,6 @@
 """Rule gate_sample: gate every tube of one sample (mrdflow.sample.analyse_sample)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from mrdflow.config import read_samples, resolve_path, validate_config  # noqa: 
 from mrdflow.sample import analyse_sample  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake's script: directive)
+os.environ["MRDFLOW_THREADS"] = str(smk.threads)  # the rule's threads bound the chunk workers
 setup_logging(smk.log[0])
 config = validate_config(smk.config)
 tubes = [t for t in read_samples(resolve_path(config["samples"])) if t.sample_id == smk.wildcards.sample]

@@ -685,7 +685,7 @@ class GateEngine:
             raise ValueError("chunk_size must be >= 1")
         self.strategy = strategy
         self.chunk_size = int(chunk_size)
-        self.workers = int(workers or min(4, os.cpu_count() or 1))
+        self.workers = int(workers or available_cpus(4))
         self._populations = _compile(strategy, sample_id)
         features = set()
         for pop in self._populations:
@@ -756,6 +756,20 @@ class GateEngine:
 
     def __repr__(self) -> str:
         return f"GateEngine({len(self._populations)} populations, {len(self.features)} features)"
+
+
+def available_cpus(cap: int | None = None) -> int:
+    """CPUs this process may use (its affinity mask: a SLURM or cgroup allocation, not the whole
+    node), at most ``cap``; ``$MRDFLOW_THREADS`` overrides."""
+    env = os.environ.get("MRDFLOW_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        n = int(env)
+    else:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            n = os.cpu_count() or 1
+    return max(1, min(n, cap) if cap else n)
 
 
 def _single_threaded_blas():

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -33,7 +32,7 @@ import yaml
 
 from mrdflow.density import density, peaks, threshold_valley, valley_between
 from mrdflow.errors import MrdflowError
-from mrdflow.gates import GateEngine, GateResult, points_in_polygon
+from mrdflow.gates import GateEngine, GateResult, available_cpus, points_in_polygon
 from mrdflow.io import FCSData
 from mrdflow.panels import Panel, ResolvedPanel
 from mrdflow.qc import QCSettings, singlet_gate, time_qc
@@ -265,6 +264,18 @@ def template_from_workspace(wsp_path: str | Path, group: str, panel: str, fcs_pa
 # The tube's data in gate coordinates
 # ---------------------------------------------------------------------------------------------
 
+class _Released:
+    """What remains of a released tube's FCSData: its header, not its events."""
+
+    def __init__(self, fcs: FCSData):
+        self.header = fcs.header
+
+    def __getattr__(self, name):
+        if name in ("events", "channel_values"):
+            raise GatingError(f"{self.header.path}: events were released after gating")
+        return getattr(self.header, name)
+
+
 class TubeView:
     """One tube's events for gating: scaled float32 events plus per-dimension gate coordinates.
 
@@ -274,7 +285,7 @@ class TubeView:
     once and cached (float32, one column each).
     """
 
-    CHUNK = 1 << 20  # events per compensation block
+    CHUNK = 1 << 18  # events per chunk when computing columns
 
     def __init__(self, fcs: FCSData, resolved: ResolvedPanel, compensation: Compensation | None,
                  transforms: Mapping[str, Mapping], *, name: str = "", workers: int | None = None):
@@ -287,10 +298,9 @@ class TubeView:
         self._fl = make_transform(transforms["fluorescence"])
         self._sc = make_transform(transforms["scatter"])
         self._cache: dict[str, np.ndarray] = {}
-        self._comp_block: np.ndarray | None = None
         fl = [m.name for m in resolved.panel.markers]
         self.fluorescence = fl
-        self.workers = int(workers or min(4, os.cpu_count() or 1))
+        self.workers = int(workers or available_cpus(4))
 
     @property
     def n(self) -> int:
@@ -306,70 +316,75 @@ class TubeView:
             return "time"
         return "fluorescence" if dim in self.fluorescence else "scatter"
 
-    def _compensated(self, col: int) -> np.ndarray:
-        comp = self.compensation
-        if comp is None:
-            return self.raw[:, col]
-        pnn = self.fcs.pnn[col]
-        if pnn not in comp.detectors:
-            return self.raw[:, col]
-        if self._comp_block is None:
-            # Detector-major float32 block, filled in chunks (no whole-matrix temporaries), BLAS on
-            # one thread: these tall-skinny products only slow down with threads on small nodes.
-            from threadpoolctl import threadpool_limits
-
-            cols = [self.fcs.pnn.index(d) for d in comp.detectors]
-            inv = comp.inverse.astype(np.float32)
-            block = np.empty((len(cols), self.n), np.float32)
-            with threadpool_limits(limits=1, user_api="blas"):
-                for s in range(0, self.n, self.CHUNK):
-                    e = min(s + self.CHUNK, self.n)
-                    block[:, s:e] = (self.raw[s:e][:, cols] @ inv).T
-            self._comp_block = block
-        return self._comp_block[comp.detectors.index(pnn)]
+    def _column_index(self, dim: str) -> int:
+        if dim not in self.resolved.index:
+            raise GatingError(f"{self.name}: template dimension {dim!r} is not a marker of panel {self.resolved.panel.name!r}")
+        return self.resolved.index[dim]
 
     def prefetch(self, dims: Sequence[str], workers: int | None = None) -> None:
-        """Compute the gate-unit columns of ``dims`` now, several at a time on threads (the
-        transforms are numpy and release the GIL). Later ``values(dim)`` calls hit the cache."""
+        """Compute the gate-unit columns of ``dims`` now, in one pass over the events.
+
+        Row chunks of :attr:`CHUNK` events are compensated (float32, detectors × inverse
+        spillover) and transformed, and written into the float32 columns: no compensated copy of
+        the whole matrix is kept. Chunks run as tasks of dask's threaded scheduler (``workers`` at
+        once; the work is numpy, which releases the GIL), BLAS on one thread (these tall-skinny
+        products only slow down with threads on small nodes). Later ``values(dim)`` calls hit
+        the cache.
+        """
         todo = [d for d in dict.fromkeys(dims) if d not in self._cache]
+        index = {d: self._column_index(d) for d in todo}
+        for d in [d for d in todo if self.kind(d) == "time"]:
+            self._cache[d] = self.raw[:, index[d]]  # Time is used as scaled (a view, no copy)
+            todo.remove(d)
         if not todo:
             return
-        if any(self.kind(d) == "fluorescence" for d in todo):
-            self._compensated(self.resolved.index[next(d for d in todo if self.kind(d) == "fluorescence")])
-        workers = workers or self.workers
-        if workers <= 1 or len(todo) == 1:
-            for d in todo:
-                self.values(d)
-            todo = []
-        from concurrent.futures import ThreadPoolExecutor
+        comp = self.compensation
+        pnn = self.fcs.pnn
+        det_cols = [pnn.index(x) for x in comp.detectors] if comp is not None else []
+        inv = comp.inverse.astype(np.float32) if comp is not None else None
+        compensated = {d: comp.detectors.index(pnn[index[d]]) for d in todo
+                       if comp is not None and self.kind(d) == "fluorescence" and pnn[index[d]] in comp.detectors}
+        out = {d: np.empty(self.n, np.float32) for d in todo}
 
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-            for d, v in zip(todo, ex.map(self._column, todo)):
-                self._cache[d] = v
-        if all(d in self._cache for d in self.fluorescence):
-            self._comp_block = None  # every compensated column is transformed and cached
+        def run(start: int, stop: int) -> None:
+            block = self.raw[start:stop]
+            comp_block = block[:, det_cols] @ inv if compensated else None
+            for d in todo:
+                src = comp_block[:, compensated[d]] if d in compensated else block[:, index[d]]
+                tf = self._fl if self.kind(d) == "fluorescence" else self._sc
+                out[d][start:stop] = apply_transform(tf, src, out_dtype=np.float32)
+
+        from threadpoolctl import threadpool_limits
+
+        bounds = [(s, min(s + self.CHUNK, self.n)) for s in range(0, self.n, self.CHUNK)]
+        workers = int(workers or self.workers)
+        with threadpool_limits(limits=1, user_api="blas"):
+            if workers <= 1 or len(bounds) <= 1:
+                for b in bounds:
+                    run(*b)
+            else:
+                import dask
+
+                dask.compute(*[dask.delayed(run, pure=False)(*b) for b in bounds], scheduler="threads",
+                             num_workers=workers)
+        self._cache.update(out)
 
     def values(self, dim: str) -> np.ndarray:
+        """``dim`` in gate units (float32, cached): fluorescence compensated then transformed,
+        scatter scaled, Time as stored × $TIMESTEP."""
         if dim not in self._cache:
-            self._cache[dim] = self._column(dim)
+            self.prefetch([dim])
         return self._cache[dim]
-
-    def _column(self, dim: str) -> np.ndarray:
-        col = self.resolved.index[dim] if dim in self.resolved.index else None
-        if col is None:
-            raise GatingError(f"{self.name}: template dimension {dim!r} is not a marker of panel {self.resolved.panel.name!r}")
-        kind = self.kind(dim)
-        if kind == "fluorescence":
-            v = apply_transform(self._fl, self._compensated(col), out_dtype=np.float32)
-        elif kind == "scatter":
-            v = apply_transform(self._sc, self.raw[:, col], out_dtype=np.float32)
-        else:
-            v = self.raw[:, col]
-        return v
 
     def drop_cache(self) -> None:
         self._cache.clear()
-        self._comp_block = None
+
+    def release(self) -> None:
+        """Free the events and every derived column (the gating result keeps its masks); the
+        view cannot give values afterwards."""
+        self.drop_cache()
+        self.raw = None
+        self.fcs = _Released(self.fcs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -720,18 +735,28 @@ class _Placer:
         pmask = self._parent_mask(parent)
         a = self.view.values(a_dim)
         h = self.view.values(h_dim)
-        g = singlet_gate(a[pmask].astype(np.float64), h[pmask].astype(np.float64), self.qc_settings)
+        g = singlet_gate(a[pmask], h[pmask], self.qc_settings)
         hp = h[pmask]
         h_max = float(np.max(hp)) * 1.05 + 1e-6 if hp.size else 1.0
         h_min = 0.0
         verts = g.polygon(h_min, h_max) if g.ratio_hi > 0 else [(0, 0), (1e-9, 0), (1e-9, 1e-9)]
         verts = [(float(x), float(y)) for x, y in verts]
-        mask = pmask & points_in_polygon(a.astype(np.float64), h.astype(np.float64), verts)
+        mask = pmask & _in_polygon(a, h, verts)
         gate = fk.gates.PolygonGate(gid, [self._dimension(a_dim), self._dimension(h_dim)], verts)
         how = {"": f"FSC-A/FSC-H ratio in [{g.ratio_lo:.3f}, {g.ratio_hi:.3f}] (mode {g.mode:.3f}, SD {g.sd:.3f})"}
         self.qc["singlets"] = {"ratio_lo": g.ratio_lo, "ratio_hi": g.ratio_hi, "mode": g.mode}
         self._add(gate, parent_path, GateStep(gid, parent, "polygon", (a_dim, h_dim), vertices=verts, how=how,
                                               plot_dims=(h_dim, a_dim)), mask)
+
+
+def _in_polygon(x: np.ndarray, y: np.ndarray, verts, chunk: int = 1 << 20) -> np.ndarray:
+    """``points_in_polygon`` on float64 values of float32 columns, a chunk at a time (no float64
+    copies of whole columns)."""
+    out = np.empty(x.shape[0], bool)
+    for s in range(0, x.shape[0], chunk):
+        e = s + chunk
+        out[s:e] = points_in_polygon(x[s:e].astype(np.float64), y[s:e].astype(np.float64), verts)
+    return out
 
 
 def _gate_static(template: GatingTemplate, view: TubeView, chunk_size: int) -> TubeGating:
@@ -764,7 +789,7 @@ def _between_events(distinct: np.ndarray, edge: float) -> float:
 
 
 def gate_tube(template: GatingTemplate, view: TubeView, *, qc_settings: QCSettings = QCSettings(),
-              fmo: TubeGating | None = None, chunk_size: int = 1_000_000) -> TubeGating:
+              fmo: TubeGating | None = None, chunk_size: int = 1 << 18) -> TubeGating:
     """Place the template's gates on ``view`` and evaluate them exactly (FlowKit semantics).
 
     ``fmo``: the gated FMO control tube of the same sample, used by ``fmo`` bound rules.

@@ -199,9 +199,10 @@ def singlet_gate(fsc_a: np.ndarray, fsc_h: np.ndarray, settings: QCSettings = QC
     estimated from events left of the mode (mirrored), and the upper bound sits ``singlet_k`` robust
     SDs above the mode, never above ``singlet_max_ratio`` times the mode.
     """
+    fsc_a, fsc_h = np.asarray(fsc_a), np.asarray(fsc_h)
     valid = (fsc_h > 0) & np.isfinite(fsc_a) & np.isfinite(fsc_h)
-    ratio = np.full(fsc_a.shape, np.nan, dtype=np.float64)
-    ratio[valid] = fsc_a[valid] / fsc_h[valid]
+    # float64 ratios from the (float32) inputs without float64 copies of whole columns
+    ratio = np.divide(fsc_a, fsc_h, out=np.full(fsc_a.shape, np.nan), where=valid, dtype=np.float64)
     r = ratio[valid]
     r = r[(r > 0) & (r < 10)]
     if r.size < 50:

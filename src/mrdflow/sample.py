@@ -187,6 +187,9 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     # FMO controls first: the stained tube's thresholds may come from them.
     order = sorted(tubes, key=lambda t: 0 if t.role == "fmo" else 1)
     fmo_of: dict[str, TubeGating] = {}
+    plot_dir = outdir / "plots"
+    if plot_dir.exists():
+        shutil.rmtree(plot_dir)
     for tube in order:
         try:
             view = _view(tube, data_dir, settings)
@@ -202,9 +205,14 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
             fmo_of[tube.panel] = g
         record["tubes"][tube.tube] = {"panel": tube.panel, "role": tube.role, "fcs": tube.fcs, **_tube_qc(g, settings)}
         tables.append((tube.tube, g.table()))
+        if settings.plots:
+            _plot_tube(plot_dir, tube.tube, g, sample_id)
         if tube.panel in NGF_PANELS:
             record["counts"][tube.tube] = _ngf_counts(g)
             pcs.append(_pc_events(sample_id, tube, g))
+            # A marrow tube's events are done with (its masks stay): free them before the next
+            # tube, so a sample's peak memory is one tube's, not the sum of its tubes'.
+            g.view.release()
     stained = [t for t in tubes if t.role == "stain" and t.tube in gated]
     _write_gating_tables(outdir, tables)
     gates_dir_files = []
@@ -224,8 +232,6 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     _save_nk_events(outdir / "nk_events.npz", sample_id, tubes, gated)
     save_pc_events(outdir / "pc_events.npz", pcs)  # empty for samples without marrow tubes
     record["pc_events"] = "pc_events.npz" if pcs else None
-    if settings.plots:
-        _plots(outdir / "plots", gated, sample_id)
     record["status"] = "failed" if not gated else ("partial" if record["errors"] else "ok")
     with atomic_open(outdir / "stage1.json", "w") as fh:
         json.dump(record, fh, indent=1, default=_json_default)
@@ -253,13 +259,10 @@ def _save_nk_events(path: Path, sample_id: str, tubes: Sequence[Tube], gated: Ma
             np.savez_compressed(fh, **arrays)
 
 
-def _plots(plot_dir: Path, gated: Mapping[str, TubeGating], sample_id: str) -> None:
+def _plot_tube(plot_dir: Path, tube: str, g: TubeGating, sample_id: str) -> None:
     from mrdflow.plots import plot_gating
 
-    if plot_dir.exists():
-        shutil.rmtree(plot_dir)
-    for tube, g in gated.items():
-        plot_gating(g, plot_dir / tube, title=f"{sample_id} · {tube}")
+    plot_gating(g, plot_dir / tube, title=f"{sample_id} · {tube}")
 
 
 def _panel_readouts(tubes: Sequence[Tube], gated: Mapping[str, TubeGating], record: dict) -> dict:

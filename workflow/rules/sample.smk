@@ -15,7 +15,7 @@ rule gate_sample:
         plots=directory("results/samples/{sample}/plots"),
     params:
         data_dir=DATA_DIR,
-    threads: 1
+    threads: 2  # row chunks of the events run on dask threads
     resources:
         mem_mb=sample_mem_mb,
         runtime=30,
