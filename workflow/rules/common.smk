@@ -56,6 +56,13 @@ def sample_mem_mb(wildcards, input, attempt):
     return int(max(1000, 4 * size_mb) * attempt)
 
 
+def sample_threads(wildcards, input):
+    """2 threads for samples of 100 MB of FCS or more (about 10^6 events a tube and up, where row
+    chunks in parallel pay off), else 1: small samples run better side by side."""
+    size_mb = sum(os.path.getsize(f) for f in input.fcs if os.path.exists(f)) / 1e6
+    return 2 if size_mb >= 100 else 1
+
+
 def sample_model(wildcards):
     return ["results/cohort/pc_model.json"] if wildcards.sample in BM_SAMPLES else []
 

@@ -15,7 +15,7 @@ rule gate_sample:
         plots=directory("results/samples/{sample}/plots"),
     params:
         data_dir=DATA_DIR,
-    threads: 2  # row chunks of the events run on dask threads
+    threads: sample_threads  # row chunks of the events run on dask threads
     resources:
         mem_mb=sample_mem_mb,
         runtime=30,
