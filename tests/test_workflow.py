@@ -164,3 +164,35 @@ def test_tiny_cohort_summary_recovers_planted_truth(tiny_run):
     report = format_report(checks)
     assert len(checks) == 8, report
     assert all(c.passed for c in checks), report
+
+
+def test_one_failed_sample_does_not_stop_the_cohort(tmp_path):
+    """Both NGF tubes of one marrow are broken (one truncated, one with a cut TEXT segment): the
+    run completes, the sample is recorded as failed with each file's reason, the other samples and
+    every cohort output are produced, and the report and patients table say what is missing."""
+    import json
+
+    r = _snakemake(tmp_path, "--cores", "2", "--until", "simulate_cohort")
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = tmp_path / "data" / "test" / "PT08"
+    with open(d / "PT08_BM_baseline_ngf1.fcs", "r+b") as fh:
+        fh.truncate(200_000)
+    with open(d / "PT08_BM_baseline_ngf2.fcs", "r+b") as fh:
+        fh.truncate(100)
+    r = _snakemake(tmp_path, "--cores", "2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    res = tmp_path / "results"
+    inv = {(x["sample_id"], x["tube"]): x for x in _tsv(res / "inventory.tsv")}
+    assert inv[("PT08_BM_baseline", "ngf1")]["status"] == "unreadable"
+    assert "truncated" in inv[("PT08_BM_baseline", "ngf1")]["error"]
+    m = json.loads((res / "samples" / "PT08_BM_baseline" / "metrics.json").read_text())
+    assert m["status"] == "failed" and len(m["errors"]) == 2 and "pc" not in m
+    others = [x for x in _tsv(res / "cohort" / "sample_metrics.tsv") if x["sample_id"] != "PT08_BM_baseline"]
+    assert others and all(x["status"] == "ok" for x in others)
+    patients = {p["patient_id"]: p for p in _tsv(res / "cohort" / "patients.tsv")}
+    assert patients["PT08"]["baseline_pc_pct"] == "NA"
+    assert "baseline PC %: PT08_BM_baseline failed (ngf1:" in patients["PT08"]["missing_readouts"]
+    assert patients["PT08"]["w4_mrd_status"] == "positive"  # the week-4 marrow is unaffected
+    html = (res / "report.html").read_text()
+    qc = html[html.index('id="qc"'):html.index('id="gating"')]
+    assert "PT08_BM_baseline" in qc and "truncated" in qc

@@ -190,6 +190,7 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     plot_dir = outdir / "plots"
     if plot_dir.exists():
         shutil.rmtree(plot_dir)
+    plot_dir.mkdir(parents=True)  # present even when no tube could be gated (a rule output)
     for tube in order:
         try:
             view = _view(tube, data_dir, settings)
