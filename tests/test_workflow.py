@@ -166,22 +166,50 @@ def test_tiny_cohort_summary_recovers_planted_truth(tiny_run):
     assert all(c.passed for c in checks), report
 
 
-def test_one_failed_sample_does_not_stop_the_cohort(tmp_path):
-    """Both NGF tubes of one marrow are broken (one truncated, one with a cut TEXT segment): the
-    run completes, the sample is recorded as failed with each file's reason, the other samples and
-    every cohort output are produced, and the report and patients table say what is missing."""
+#: Identifiers planted in FCS TEXT (names, hospital numbers, a birth date): none may reach outputs.
+PLANTED = {"$SRC": "SMITH^JOHN", "$PATIENT": "Jane Q Public", "$SMNO": "HOSP-0099123", "PATIENT_DOB": "1961-02-03",
+           "MRN": "MRN778812"}
+
+
+def _plant_identifiers(path: Path) -> None:
+    """Rewrite an FCS file with the same events and keywords plus the PLANTED ones."""
+    from mrdflow.io import read_fcs
+    from mrdflow.io.writer import write_fcs
+
+    d = read_fcs(path)
+    structural = {"$BEGINANALYSIS", "$ENDANALYSIS", "$BEGINDATA", "$ENDDATA", "$BEGINSTEXT", "$ENDSTEXT",
+                  "$BYTEORD", "$DATATYPE", "$MODE", "$NEXTDATA", "$PAR", "$TOT"}
+    meta = {k: v for k, v in d.metadata.items() if k.upper() not in structural}
+    write_fcs(path, d.channel_values, d.pnn, d.pns, metadata={**meta, **PLANTED})
+    assert read_fcs(path).metadata["$SRC"] == "SMITH^JOHN"
+
+
+@pytest.fixture(scope="module")
+def damaged_run(tmp_path_factory):
+    """The tiny cohort with both NGF tubes of one marrow broken (one truncated, one with a cut TEXT
+    segment) and identifiers planted in the TEXT of two good files."""
+    work = tmp_path_factory.mktemp("damaged")
+    r = _snakemake(work, "--cores", "2", "--until", "simulate_cohort")
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = work / "data" / "test"
+    with open(data / "PT08" / "PT08_BM_baseline_ngf1.fcs", "r+b") as fh:
+        fh.truncate(200_000)
+    with open(data / "PT08" / "PT08_BM_baseline_ngf2.fcs", "r+b") as fh:
+        fh.truncate(100)
+    for f in ("PT01/PT01_PB_baseline_nk.fcs", "PT01/PT01_BM_baseline_ngf1.fcs"):
+        _plant_identifiers(data / f)
+    r = _snakemake(work, "--cores", "2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    return work
+
+
+def test_one_failed_sample_does_not_stop_the_cohort(damaged_run):
+    """The run completes, the broken sample is recorded as failed with each file's reason, the other
+    samples and every cohort output are produced, and the report and patients table say what is
+    missing."""
     import json
 
-    r = _snakemake(tmp_path, "--cores", "2", "--until", "simulate_cohort")
-    assert r.returncode == 0, r.stderr[-3000:]
-    d = tmp_path / "data" / "test" / "PT08"
-    with open(d / "PT08_BM_baseline_ngf1.fcs", "r+b") as fh:
-        fh.truncate(200_000)
-    with open(d / "PT08_BM_baseline_ngf2.fcs", "r+b") as fh:
-        fh.truncate(100)
-    r = _snakemake(tmp_path, "--cores", "2")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-    res = tmp_path / "results"
+    res = damaged_run / "results"
     inv = {(x["sample_id"], x["tube"]): x for x in _tsv(res / "inventory.tsv")}
     assert inv[("PT08_BM_baseline", "ngf1")]["status"] == "unreadable"
     assert "truncated" in inv[("PT08_BM_baseline", "ngf1")]["error"]
@@ -193,6 +221,25 @@ def test_one_failed_sample_does_not_stop_the_cohort(tmp_path):
     assert patients["PT08"]["baseline_pc_pct"] == "NA"
     assert "baseline PC %: PT08_BM_baseline failed (ngf1:" in patients["PT08"]["missing_readouts"]
     assert patients["PT08"]["w4_mrd_status"] == "positive"  # the week-4 marrow is unaffected
+    assert patients["PT01"]["baseline_nkg2a_pct"] not in ("", "NA")  # files with planted keywords analysed
     html = (res / "report.html").read_text()
     qc = html[html.index('id="qc"'):html.index('id="gating"')]
     assert "PT08_BM_baseline" in qc and "truncated" in qc
+
+
+def test_no_identifier_from_fcs_text_reaches_any_output(damaged_run):
+    """TEXT keywords reach outputs only through the config's allow-list: the planted names, hospital
+    numbers and birth date appear in no file under results/ or logs/ (text or binary)."""
+    needles = [v.encode() for v in PLANTED.values()]
+    checked = 0
+    for folder in ("results", "logs"):
+        for f in (damaged_run / folder).rglob("*"):
+            if f.is_file():
+                blob = f.read_bytes()
+                hits = [n for n in needles if n in blob]
+                assert not hits, f"{f.relative_to(damaged_run)} contains {hits}"
+                checked += 1
+    assert checked > 100
+    # the allow-listed keywords do reach the inventory
+    inv = {(x["sample_id"], x["tube"]): x for x in _tsv(damaged_run / "results" / "inventory.tsv")}
+    assert "$CYT" in inv[("PT01_PB_baseline_nk", "nk")]["keywords"]
