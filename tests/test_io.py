@@ -499,3 +499,12 @@ def test_scale_in_place_equals_scaled(tmp_path):
     assert np.array_equal(ev, ref)
     t = fcs.pnn.index("Time")
     assert float(fcs.metadata["$TIMESTEP"]) != 1.0 and not np.array_equal(ev[:, t], read_fcs(tmp_path / "t.fcs").channel_values[:, t])
+
+
+def test_duplicate_pnn_is_refused(tmp_path):
+    """Two parameters with one $PnN make channel lookup ambiguous: refused, naming both."""
+    spec = FCSSpec(np.ones((5, 3), np.float32), names=["FSC-A", "PE-A", "PE-A"])
+    path = tmp_path / "dup.fcs"
+    path.write_bytes(fcs_bytes(spec))
+    with pytest.raises(FCSReadError, match=r"dup.fcs.*\$P3N 'PE-A' repeats \$P2N"):
+        read_fcs(path)

@@ -97,3 +97,14 @@ def test_fast_logicle_rejects_bad_parameters():
 
     with pytest.raises(ValueError, match="invalid logicle"):
         FastLogicle(262144, 3.0, 4.5, 0.0)  # W > M/2
+
+
+def test_fast_logicle_non_finite_as_flowkit():
+    """NaN and ±inf give FlowKit's (flowutils') value, so gate counts agree with FlowKit."""
+    import flowkit as fk
+
+    from mrdflow.transforms import apply_transform
+
+    tr = fk.transforms.LogicleTransform(param_t=262144, param_w=0.5, param_m=4.5, param_a=0.0)
+    x = np.array([np.nan, np.inf, -np.inf, 1.0, -5.0, 1e4])
+    np.testing.assert_allclose(apply_transform(tr, x), tr.apply(x), rtol=0, atol=1e-14)

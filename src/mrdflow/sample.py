@@ -123,8 +123,18 @@ def _tube_qc(g: TubeGating, settings: SampleSettings) -> dict:
         "time_segments": time.get("segments", []),
         "time_reasons": time.get("reasons", []),
         "flow_rate_failed": bool(time.get("failed", False)),
+        "nonfinite_events": _nonfinite_events(g.view.raw),
     }
     return out
+
+
+def _nonfinite_events(events: np.ndarray) -> int:
+    """Events with a NaN or infinite value in any channel (every gate leaves them out: their
+    transformed values are FlowKit's -1), counted a column at a time."""
+    bad = np.zeros(events.shape[0], bool)
+    for j in range(events.shape[1]):
+        bad |= ~np.isfinite(events[:, j])
+    return int(bad.sum())
 
 
 def _pc_events(sample_id: str, tube: Tube, g: TubeGating) -> PCEvents:
@@ -210,6 +220,12 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
             _plot_tube(plot_dir, tube.tube, g, sample_id)
         if tube.panel in NGF_PANELS:
             record["counts"][tube.tube] = _ngf_counts(g)
+            q = record["tubes"][tube.tube]
+            if record["counts"][tube.tube]["nucleated"] < settings.min_events:
+                msg = (f"{tube.fcs}: only {record['counts'][tube.tube]['nucleated']} nucleated cells of {q['events']} events "
+                       f"after QC (minimum {settings.min_events}): debris, dead cells or a failed acquisition")
+                log.error("%s/%s: %s", sample_id, tube.tube, msg)
+                record["errors"].append({"tube": tube.tube, "error": msg})
             pcs.append(_pc_events(sample_id, tube, g))
             # A marrow tube's events are done with (its masks stay): free them before the next
             # tube, so a sample's peak memory is one tube's, not the sum of its tubes'.
@@ -233,7 +249,8 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     _save_nk_events(outdir / "nk_events.npz", sample_id, tubes, gated)
     save_pc_events(outdir / "pc_events.npz", pcs)  # empty for samples without marrow tubes
     record["pc_events"] = "pc_events.npz" if pcs else None
-    record["status"] = "failed" if not gated else ("partial" if record["errors"] else "ok")
+    usable = set(gated) - {e["tube"] for e in record["errors"]}
+    record["status"] = "failed" if not usable else ("partial" if record["errors"] else "ok")
     with atomic_open(outdir / "stage1.json", "w") as fh:
         json.dump(record, fh, indent=1, default=_json_default)
     return record

@@ -285,6 +285,13 @@ class FastLogicle:
         return y
 
     def _scale_block(self, v: np.ndarray) -> np.ndarray:
+        finite = np.isfinite(v)
+        if not finite.all():
+            # NaN and ±inf come out as -1.0, as flowutils (FlowKit) gives them, so gate counts
+            # agree with FlowKit's; the per-sample QC counts such events.
+            out = np.full(v.shape, -1.0)
+            out[finite] = self._scale_block(v[finite])
+            return out
         neg = v < 0
         av = np.abs(v)
         pos = np.arcsinh(av / self._s2) / self._du

@@ -583,6 +583,10 @@ def _build_header(
         name = metadata.get(f"$P{i}N", "").strip()
         if not name:
             raise FCSReadError(path, f"bad TEXT: required keyword $P{i}N is missing")
+        if name in pnn:
+            raise FCSReadError(
+                path, f"bad TEXT: $P{i}N {name!r} repeats $P{pnn.index(name) + 1}N (channel names must be unique)"
+            )
         pnn.append(name)
         pns.append(metadata.get(f"$P{i}S", "").strip())
 

@@ -1,0 +1,117 @@
+"""Bad inputs at the sample stage: each gets a recorded, named answer and never stops the sample's
+other tubes (the sheet/config/reader cases are in test_config, test_cohort and test_io)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fcs_bytes import FCSSpec, fcs_bytes
+
+from mrdflow.config import Tube, load_config, resolve_path
+from mrdflow.io import read_fcs
+from mrdflow.io.writer import write_fcs
+from mrdflow.panels import load_panels
+from mrdflow.sample import analyse_sample, settings_from_config
+from mrdflow.simulate import load_design, simulate_file
+
+REPO = Path(__file__).resolve().parents[1]
+STRUCTURAL = {"$BEGINANALYSIS", "$ENDANALYSIS", "$BEGINDATA", "$ENDDATA", "$BEGINSTEXT", "$ENDSTEXT",
+              "$BYTEORD", "$DATATYPE", "$MODE", "$NEXTDATA", "$PAR", "$TOT"}
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    """A simulated NGF tube 1 (tiny design, 20,000 events) and the per-sample settings."""
+    d = tmp_path_factory.mktemp("bad_inputs")
+    row = {"sample_id": "PT01_BM_baseline", "patient_id": "PT01", "specimen": "BM", "visit": "baseline", "day": "-5",
+           "infusion": "1", "tube": "ngf1", "panel": "ngf_tube1", "role": "stain", "fmo_marker": "",
+           "fcs": "good.fcs", "beads_per_tube": "", "blood_volume_ul": ""}
+    simulate_file(row, load_design(REPO / "config" / "test" / "design.yaml"), d)
+    cfg = load_config(REPO / "config" / "test" / "config.yaml")
+    cfg["sample"]["plots"] = False
+    settings = settings_from_config(cfg, load_panels(resolve_path(cfg["panels_dir"])), resolve_path(cfg["gating_dir"]),
+                                    workdir=REPO, reference=resolve_path(cfg["clustering"]["reference"]))
+    return d, settings
+
+
+def _variant(folder: Path, name: str, change) -> str:
+    """Write good.fcs again as ``name`` after ``change(values, pnn, pns, meta)`` edited it."""
+    src = read_fcs(folder / "good.fcs")
+    values, pnn, pns = src.channel_values.copy(), list(src.pnn), list(src.pns)
+    meta = {k: v for k, v in src.metadata.items() if k.upper() not in STRUCTURAL}
+    values = change(values, pnn, pns, meta)
+    write_fcs(folder / name, values, pnn, pns, metadata=meta)
+    return name
+
+
+def _tube(fcs: str, tube: str = "ngf1") -> Tube:
+    return Tube(sample_id="S", patient_id="PT01", specimen="BM", visit="baseline", day=-5, infusion=1, tube=tube,
+                panel="ngf_tube1", role="stain", fcs=fcs)
+
+
+def _run(good, tubes, tmp_path):
+    folder, settings = good
+    return analyse_sample("S", tubes, folder, settings, tmp_path / "out")
+
+
+def _col(pnn, pns, marker):
+    return next(i for i, s in enumerate(pns) if s and marker in s)
+
+
+def test_nan_and_inf_events_are_counted_and_gated_out(good, tmp_path):
+    def change(v, pnn, pns, meta):
+        v[::40, _col(pnn, pns, "CD38")] = np.nan
+        v[1::55, _col(pnn, pns, "CD45")] = np.inf
+        return v
+
+    rec = _run(good, [_tube(_variant(good[0], "nan.fcs", change))], tmp_path)
+    assert rec["status"] == "ok"
+    q = rec["tubes"]["ngf1"]
+    assert q["nonfinite_events"] == len(set(range(0, q["events"], 40)) | set(range(1, q["events"], 55)))
+    assert rec["counts"]["ngf1"]["pc"] > 0
+
+
+def test_debris_only_tube_fails_with_the_reason(good, tmp_path):
+    def change(v, pnn, pns, meta):
+        for j, n in enumerate(pnn):
+            if n.startswith(("FSC", "SSC")):
+                v[:, j] = np.abs(v[:, j]) * 0.005
+        return v
+
+    rec = _run(good, [_tube(_variant(good[0], "debris.fcs", change))], tmp_path)
+    assert rec["status"] == "failed"
+    assert "debris.fcs: only" in rec["errors"][0]["error"] and "nucleated cells" in rec["errors"][0]["error"]
+
+
+def test_population_absent_gives_an_empty_gate_not_noise(good, tmp_path):
+    def change(v, pnn, pns, meta):
+        j = _col(pnn, pns, "CD138")
+        v[:, j] = np.random.default_rng(0).normal(0, 30, v.shape[0])  # no CD138+ cells at all
+        return v
+
+    rec = _run(good, [_tube(_variant(good[0], "nopc.fcs", change))], tmp_path)
+    assert rec["status"] == "ok"
+    assert rec["counts"]["ngf1"]["pc"] <= 5  # the PC gate stays in its template bounds
+    assert rec["counts"]["ngf1"]["nucleated"] > 10000
+
+
+def test_missing_marker_missing_file_and_zero_events_are_recorded_per_tube(good, tmp_path):
+    def rename_cd138(v, pnn, pns, meta):
+        j = _col(pnn, pns, "CD138")
+        pns[j] = "CD200"
+        meta.pop(f"$P{j + 1}S", None)
+        return v
+
+    (good[0] / "empty.fcs").write_bytes(fcs_bytes(FCSSpec(np.zeros((0, 3), np.float32))))
+    tubes = [_tube(_variant(good[0], "nocd138.fcs", rename_cd138), "a"), _tube("absent.fcs", "b"),
+             _tube("empty.fcs", "c"), _tube("good.fcs", "d")]
+    rec = _run(good, tubes, tmp_path)
+    errors = {e["tube"]: e["error"] for e in rec["errors"]}
+    assert "CD138" in errors["a"] and "ngf_tube1" in errors["a"]      # panel, marker (and channels)
+    assert "absent.fcs" in errors["b"]
+    assert "empty.fcs" in errors["c"] and "0 events" in errors["c"]
+    assert "d" not in errors and rec["status"] == "partial"
+    stage1 = json.loads((tmp_path / "out" / "stage1.json").read_text())
+    assert stage1["status"] == "partial" and set(stage1["counts"]) == {"d"}
