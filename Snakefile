@@ -29,4 +29,6 @@ rule all:
         "results/cohort/pc_events.h5ad",
         expand("results/cohort/plots/{fig}.png", fig=COHORT_FIGURES),
         "results/report.html",
+        # per-sample contract outputs are final outputs, not intermediates: a lost one is remade
+        expand("results/samples/{sample}/{name}", sample=SAMPLES, name=("metrics.json", "gating.tsv", "gates.xml")),
     default_target: True

@@ -115,3 +115,28 @@ def test_missing_marker_missing_file_and_zero_events_are_recorded_per_tube(good,
     assert "d" not in errors and rec["status"] == "partial"
     stage1 = json.loads((tmp_path / "out" / "stage1.json").read_text())
     assert stage1["status"] == "partial" and set(stage1["counts"]) == {"d"}
+
+
+def test_bad_spillover_is_recorded_with_the_cause(good, tmp_path):
+    def foreign_channel(v, pnn, pns, meta):
+        key = "$SPILLOVER" if "$SPILLOVER" in meta else "SPILL"
+        parts = meta[key].split(",")
+        parts[1] = "BUV999-A"  # a detector this file does not have
+        meta[key] = ",".join(parts)
+        return v
+
+    def singular(v, pnn, pns, meta):
+        key = "$SPILLOVER" if "$SPILLOVER" in meta else "SPILL"
+        parts = meta[key].split(",")
+        k = int(parts[0])
+        parts[1 + k:] = ["1"] * (k * k)  # every row the same: not invertible
+        meta[key] = ",".join(parts)
+        return v
+
+    tubes = [_tube(_variant(good[0], "foreign.fcs", foreign_channel), "a"),
+             _tube(_variant(good[0], "singular.fcs", singular), "b"), _tube("good.fcs", "c")]
+    rec = _run(good, tubes, tmp_path)
+    errors = {e["tube"]: e["error"] for e in rec["errors"]}
+    assert "foreign.fcs" in errors["a"] and "BUV999-A" in errors["a"] and "lacks" in errors["a"]
+    assert "singular.fcs" in errors["b"] and "singular" in errors["b"].split("singular.fcs")[1]
+    assert rec["status"] == "partial" and "c" in rec["counts"]

@@ -109,6 +109,13 @@ def _view(tube: Tube, data_dir: Path, settings: SampleSettings) -> "TubeView":
     resolved = resolve_panel(panel, fcs.pnn, fcs.pns, unstained=unstained, file=tube.fcs)
     pcfg = settings.panel_config[tube.panel]
     comp = compensation_for(pcfg.get("compensation", "fcs"), fcs.metadata, file=tube.fcs, workdir=settings.workdir)
+    if comp is not None:
+        lacking = [d for d in comp.detectors if d not in fcs.pnn]
+        if lacking:
+            from mrdflow.transforms import CompensationError
+
+            raise CompensationError(f"{tube.fcs}: the spillover matrix names channel(s) {lacking} that the file lacks "
+                                    f"(its channels: {', '.join(fcs.pnn)})")
     return TubeView(fcs, resolved, comp, pcfg["transform"], name=tube.fcs)
 
 
