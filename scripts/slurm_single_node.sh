@@ -221,14 +221,20 @@ FLUSH PRIVILEGES;
 EOF
 }
 
+# Start daemon $1 unless it runs already (its own pid file says so); it daemonizes itself.
+launch() {
+  local d=$1
+  if live_pid "$d" >/dev/null; then
+    say "$d runs already (pid $(live_pid "$d"))"
+  else
+    "$d" >"$DIR/log/$d.start.log" 2>&1 || die_with_log "$d did not start" "$DIR/log/$d.log"
+  fi
+}
+
 dbd_ok() { sacctmgr -n -P list cluster format=cluster >/dev/null 2>&1; }
 
 start_slurmdbd() {
-  if live_pid slurmdbd >/dev/null; then
-    say "slurmdbd runs already (pid $(live_pid slurmdbd))"
-  else
-    slurmdbd >"$DIR/log/slurmdbd.start.log" 2>&1 || die_with_log "slurmdbd did not start" "$DIR/log/slurmdbd.log"
-  fi
+  launch slurmdbd
   if ! wait_for "$WAIT" dbd_ok; then
     say "sacctmgr says: $(sacctmgr -n list cluster 2>&1 | tail -n 3)"
     die_with_log "sacctmgr gets no answer from slurmdbd after ${WAIT}s" "$DIR/log/slurmdbd.log"
@@ -259,11 +265,7 @@ node_state() { sinfo -h -N -n "$(hostname -s)" -o %T 2>/dev/null | head -n 1; }
 node_idle() { case "$(node_state)" in idle | mixed | allocated) return 0 ;; *) return 1 ;; esac; }
 
 start_slurmctld() {
-  if live_pid slurmctld >/dev/null; then
-    say "slurmctld runs already (pid $(live_pid slurmctld))"
-  else
-    slurmctld >"$DIR/log/slurmctld.start.log" 2>&1 || die_with_log "slurmctld did not start" "$DIR/log/slurmctld.log"
-  fi
+  launch slurmctld
   if ! wait_for "$WAIT" ctld_ok; then
     say "scontrol ping says: $(scontrol ping 2>&1 | head -n 3)"
     die_with_log "scontrol ping: the controller is not UP after ${WAIT}s" "$DIR/log/slurmctld.log"
@@ -271,11 +273,7 @@ start_slurmctld() {
 }
 
 start_slurmd() {
-  if live_pid slurmd >/dev/null; then
-    say "slurmd runs already (pid $(live_pid slurmd))"
-  else
-    slurmd >"$DIR/log/slurmd.start.log" 2>&1 || die_with_log "slurmd did not start" "$DIR/log/slurmd.log"
-  fi
+  launch slurmd
   local deadline=$((SECONDS + WAIT)) state
   until node_idle; do
     state=$(node_state)
