@@ -25,6 +25,7 @@ from mrdflow.io import (
     FCSHeader,
     FCSReadError,
     FCSReadWarning,
+    iter_events,
     read_channel_values,
     read_fcs,
     read_header,
@@ -508,3 +509,54 @@ def test_duplicate_pnn_is_refused(tmp_path):
     path.write_bytes(fcs_bytes(spec))
     with pytest.raises(FCSReadError, match=r"dup.fcs.*\$P3N 'PE-A' repeats \$P2N"):
         read_fcs(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+@pytest.mark.parametrize(
+    "datatype, bits, values",
+    [
+        ("I", [16, 16, 16], _ints(101, 3, 2**16)),
+        ("I", [8, 16, 32, 16], _ints(97, 4, 2**8)),
+        ("F", None, RNG.normal(0, 1e4, size=(103, 5)).astype(np.float32)),
+        ("D", None, RNG.normal(0, 1e4, size=(64, 3))),
+        ("A", [5, 3], _ints(33, 2, 999)),
+    ],
+    ids=["I16", "I-mixed", "F", "D", "A"],
+)
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+def test_iter_events_chunks_equal_read_fcs(tmp_path, datatype, bits, values, byteorder, chunk):
+    path = write_fcs(tmp_path / "s.fcs", values, datatype=datatype, bits=bits, byteorder=byteorder,
+                     keywords={"$P1G": "2.0"})
+    whole = read_fcs(path)
+    starts, parts, scaled = [], [], []
+    for start, part in iter_events(path, chunk_events=chunk):
+        assert part.n_events == part.channel_values.shape[0] <= chunk
+        assert part.pnn == whole.pnn
+        starts.append(start)
+        parts.append(part.channel_values.copy())
+        scaled.append(part.scale_in_place().copy())
+    assert starts == list(range(0, values.shape[0], chunk))
+    np.testing.assert_array_equal(np.concatenate(parts), whole.channel_values)
+    np.testing.assert_array_equal(np.concatenate(scaled), whole.scaled())
+
+
+def test_iter_events_range_mask_and_errors(tmp_path):
+    values = np.array([[16912, 3], [1023, 2048], [5, 7]], dtype=np.float64)
+    path = write_fcs(tmp_path / "m.fcs", values, datatype="I", bits=[16, 16], keywords={"$P1R": "1024", "$P2R": "1024"})
+    got = np.concatenate([c.channel_values for _, c in iter_events(path, chunk_events=2)])
+    np.testing.assert_array_equal(got, read_fcs(path).channel_values)
+    assert got[0, 0] == 16912 & 1023
+    with pytest.raises(ValueError):
+        next(iter_events(path, chunk_events=0))
+    with pytest.raises(FCSReadError, match="nope.fcs"):
+        next(iter_events(tmp_path / "nope.fcs"))
+    # A file cut inside DATA: the chunks before the cut are never the whole story.
+    blob = path.read_bytes()
+    (tmp_path / "cut.fcs").write_bytes(blob[:-3])
+    with pytest.raises(FCSReadError, match="cut.fcs"):
+        list(iter_events(tmp_path / "cut.fcs", chunk_events=1))

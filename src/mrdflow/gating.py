@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -44,7 +44,10 @@ __all__ = [
     "GateStep",
     "TubeGating",
     "TubeView",
+    "KeptEvents",
+    "StreamedGating",
     "gate_tube",
+    "gate_tube_streamed",
     "load_template",
     "template_from_workspace",
 ]
@@ -324,8 +327,8 @@ class TubeView:
     def prefetch(self, dims: Sequence[str], workers: int | None = None) -> None:
         """Compute the gate-unit columns of ``dims`` now, in one pass over the events.
 
-        Row chunks of :attr:`CHUNK` events are compensated (float32, detectors × inverse
-        spillover) and transformed, and written into the float32 columns: no compensated copy of
+        Row chunks of :attr:`CHUNK` events are compensated (detectors × inverse spillover, in
+        float64) and transformed, and written into the float32 columns: no compensated copy of
         the whole matrix is kept. Chunks run as tasks of dask's threaded scheduler (``workers`` at
         once; the work is numpy, which releases the GIL), BLAS on one thread (these tall-skinny
         products only slow down with threads on small nodes). Later ``values(dim)`` calls hit
@@ -341,14 +344,17 @@ class TubeView:
         comp = self.compensation
         pnn = self.fcs.pnn
         det_cols = [pnn.index(x) for x in comp.detectors] if comp is not None else []
-        inv = comp.inverse.astype(np.float32) if comp is not None else None
+        inv = np.asarray(comp.inverse, np.float64) if comp is not None else None
         compensated = {d: comp.detectors.index(pnn[index[d]]) for d in todo
                        if comp is not None and self.kind(d) == "fluorescence" and pnn[index[d]] in comp.detectors}
         out = {d: np.empty(self.n, np.float32) for d in todo}
 
         def run(start: int, stop: int) -> None:
             block = self.raw[start:stop]
-            comp_block = block[:, det_cols] @ inv if compensated else None
+            # float64 product: a row's result must not depend on which rows share its block
+            # (float32 GEMM kernels round differently at block edges; streamed tubes compute
+            # their kept events on row subsets)
+            comp_block = block[:, det_cols].astype(np.float64) @ inv if compensated else None
             for d in todo:
                 src = comp_block[:, compensated[d]] if d in compensated else block[:, index[d]]
                 tf = self._fl if self.kind(d) == "fluorescence" else self._sc
@@ -414,6 +420,25 @@ class GateStep:
 
 
 @dataclass
+class KeptEvents:
+    """Every event of one population: ``values`` (events × markers, float32, gate units) and
+    ``flags`` (gate id -> bool per event: the event is in that gate too)."""
+
+    gate_id: str
+    markers: list[str]
+    values: np.ndarray
+    flags: dict[str, np.ndarray]
+
+
+def nonfinite_rows(events: np.ndarray) -> int:
+    """Rows with a NaN or infinite value in any column, counted a column at a time."""
+    bad = np.zeros(events.shape[0], bool)
+    for j in range(events.shape[1]):
+        bad |= ~np.isfinite(events[:, j])
+    return int(bad.sum())
+
+
+@dataclass
 class TubeGating:
     """The result of gating one tube."""
 
@@ -429,10 +454,30 @@ class TubeGating:
     def count(self, gate_id: str) -> int:
         return int(self.result.count(gate_id))
 
+    @property
+    def n_events(self) -> int:
+        """Events of the tube (every one was gated)."""
+        return int(self.result.n_events)
+
+    def nonfinite_events(self) -> int:
+        """Events with a NaN or infinite value in any channel (every gate leaves them out)."""
+        if self.view.raw is None:
+            raise GatingError(f"{self.view.name}: events were released after gating")
+        return nonfinite_rows(self.view.raw)
+
+    def events_in(self, gate_id: str, flags: Sequence[str] = ()) -> "KeptEvents":
+        """The gate's events: every panel marker in gate units (float32) and, per flag gate,
+        which of them it holds."""
+        m = self.mask(gate_id)
+        markers = [mk.name for mk in self.view.resolved.panel.markers]
+        values = (np.column_stack([self.view.values(mk)[m] for mk in markers]).astype(np.float32) if m.any()
+                  else np.zeros((0, len(markers)), np.float32))
+        return KeptEvents(gate_id, markers, values, {f: np.asarray(self.mask(f))[m] for f in flags})
+
     def table(self) -> list[dict]:
         """Rows of gating.tsv: population, parent, count, pct_parent, pct_of_total."""
         rows = []
-        n = self.result.n_events
+        n = self.n_events
         for step in self.steps:
             c = self.count(step.gate_id)
             p = self.count(step.parent) if step.parent else n
@@ -505,9 +550,13 @@ class _Placer:
     """Walks a template and builds the per-sample strategy; masks here are for placement only."""
 
     def __init__(self, template: GatingTemplate, view: TubeView, qc_settings: QCSettings,
-                 fmo: "TubeGating | None" = None):
+                 fmo: "TubeGating | None" = None, events: "_AllEvents | None" = None):
         self.t = template
         self.view = view
+        # What placement needs from every event of the tube (Time neighbours of the QC edges, the
+        # top of the singlet wedge): the view itself, or a streamed pass when the view is a
+        # placement subsample.
+        self.events = events if events is not None else _ViewEvents(view)
         self.qc_settings = qc_settings
         self.fmo = fmo
         self.masks: dict[str, np.ndarray] = {}
@@ -700,17 +749,18 @@ class _Placer:
         }
         # Edges go midway between distinct event times: FlowKit reading the file scales Time in
         # float64, we in float32, so an edge must not sit within rounding distance of an event.
-        distinct = np.unique(t)
         if not res.segments:
-            lo = float(distinct[0]) - max(1.0, abs(float(distinct[0]))) if t.size else -1.0
+            t0 = self.events.time_min()
+            lo = t0 - max(1.0, abs(t0)) if t0 is not None else -1.0
             gate = fk.gates.RectangleGate(gid, [self._dimension("Time", lo, None)])
             mask = pmask & (t >= lo)
             self._add(gate, parent_path, GateStep(gid, parent, "rect", ("Time",), bounds={"Time": (lo, None)},
                                                   how={"Time": "no anomalous time segment"}, plot_dims=("Time", "FSC-A")), mask)
             return
+        edges = self.events.between([e for seg in res.segments for e in seg])
         bad_ids = []
-        for i, (s0, s1) in enumerate(res.segments, start=1):
-            s0, s1 = _between_events(distinct, s0), _between_events(distinct, s1)
+        for i in range(1, len(res.segments) + 1):
+            s0, s1 = edges[2 * i - 2], edges[2 * i - 1]
             bid = f"{gid}_bad{i}"
             g = fk.gates.RectangleGate(bid, [self._dimension("Time", s0, s1)])
             m = pmask & (t >= s0) & (t < s1)
@@ -736,8 +786,8 @@ class _Placer:
         a = self.view.values(a_dim)
         h = self.view.values(h_dim)
         g = singlet_gate(a[pmask], h[pmask], self.qc_settings)
-        hp = h[pmask]
-        h_max = float(np.max(hp)) * 1.05 + 1e-6 if hp.size else 1.0
+        top = self.events.max_value(h_dim)  # over every event: the wedge holds all of them
+        h_max = top * 1.05 + 1e-6 if top is not None else 1.0
         h_min = 0.0
         verts = g.polygon(h_min, h_max) if g.ratio_hi > 0 else [(0, 0), (1e-9, 0), (1e-9, 1e-9)]
         verts = [(float(x), float(y)) for x, y in verts]
@@ -778,25 +828,85 @@ def _gate_static(template: GatingTemplate, view: TubeView, chunk_size: int) -> T
     return TubeGating(template.strategy, result, steps, view, {})
 
 
-def _between_events(distinct: np.ndarray, edge: float) -> float:
-    """Move ``edge`` to the midpoint of the two distinct event values around it."""
-    i = int(np.searchsorted(distinct, edge))
-    if i <= 0:
-        return float(distinct[0]) - max(1.0, abs(float(distinct[0])))
-    if i >= distinct.size:
-        return float(distinct[-1]) + max(1.0, abs(float(distinct[-1])))
-    return 0.5 * (float(distinct[i - 1]) + float(distinct[i]))
+def _edge_between(below: float | None, above: float | None, edge: float) -> float:
+    """An edge moved midway between the nearest event values below it and at or above it (one
+    side missing: a unit or the value's size beyond the other; none: the edge itself)."""
+    if below is None and above is None:
+        return float(edge)
+    if below is None:
+        return float(above) - max(1.0, abs(float(above)))
+    if above is None:
+        return float(below) + max(1.0, abs(float(below)))
+    return 0.5 * (float(below) + float(above))
+
+
+class _AllEvents:
+    """Facts about every event of a tube that placement needs beyond its view."""
+
+    def time_min(self) -> float | None:
+        """The smallest finite Time (s), None without one."""
+        raise NotImplementedError
+
+    def between(self, edges: Sequence[float]) -> list[float]:
+        """Each Time edge moved midway between the event times around it (:func:`_edge_between`)."""
+        raise NotImplementedError
+
+    def max_value(self, dim: str) -> float | None:
+        """The largest finite value of ``dim`` in gate units, None without one."""
+        raise NotImplementedError
+
+
+class _ViewEvents(_AllEvents):
+    """The view holds every event."""
+
+    def __init__(self, view: TubeView):
+        self.view = view
+        self._distinct: np.ndarray | None = None
+
+    def _times(self) -> np.ndarray:
+        if self._distinct is None:
+            t = self.view.values("Time")
+            self._distinct = np.unique(t[np.isfinite(t)])
+        return self._distinct
+
+    def time_min(self) -> float | None:
+        d = self._times()
+        return float(d[0]) if d.size else None
+
+    def between(self, edges: Sequence[float]) -> list[float]:
+        d = self._times()
+        out = []
+        for e in edges:
+            i = int(np.searchsorted(d, e))
+            out.append(_edge_between(float(d[i - 1]) if i > 0 else None, float(d[i]) if i < d.size else None, e))
+        return out
+
+    def max_value(self, dim: str) -> float | None:
+        return _finite_max(self.view.values(dim))
+
+
+def _finite_max(v: np.ndarray, chunk: int = 1 << 20) -> float | None:
+    best = None
+    for s in range(0, v.shape[0], chunk):
+        part = v[s:s + chunk]
+        part = part[np.isfinite(part)]
+        if part.size:
+            m = float(part.max())
+            best = m if best is None else max(best, m)
+    return best
 
 
 def gate_tube(template: GatingTemplate, view: TubeView, *, qc_settings: QCSettings = QCSettings(),
-              fmo: TubeGating | None = None, chunk_size: int = 1 << 18) -> TubeGating:
+              fmo: TubeGating | None = None, chunk_size: int = 1 << 18,
+              events: _AllEvents | None = None) -> TubeGating:
     """Place the template's gates on ``view`` and evaluate them exactly (FlowKit semantics).
 
     ``fmo``: the gated FMO control tube of the same sample, used by ``fmo`` bound rules.
+    ``events``: facts about every event of the tube when ``view`` holds a subsample of it.
     """
     if template.static:
         return _gate_static(template, view, chunk_size)
-    placer = _Placer(template, view, qc_settings, fmo)
+    placer = _Placer(template, view, qc_settings, fmo, events)
     placer.place()
     engine = GateEngine(placer.strategy, chunk_size=chunk_size)
     comp = view.compensation
@@ -806,3 +916,239 @@ def gate_tube(template: GatingTemplate, view: TubeView, *, qc_settings: QCSettin
         step.count = int(result.count(step.gate_id))
         step.parent_count = int(result.count(step.parent)) if step.parent else result.n_events
     return TubeGating(placer.strategy, result, placer.steps, view, placer.qc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming: tubes larger than memory
+# ---------------------------------------------------------------------------------------------
+
+class _Source:
+    """A streamed tube: its file, header and panel, read as scaled chunks of ``chunk_events``."""
+
+    def __init__(self, path: str | Path, header, resolved: ResolvedPanel, compensation: Compensation | None,
+                 transforms: Mapping[str, Mapping], name: str, chunk_events: int, workers: int):
+        self.path = str(path)
+        self.header = header
+        self.resolved = resolved
+        self.compensation = compensation
+        self.transforms = dict(transforms)
+        self.name = name
+        self.chunk_events = int(chunk_events)
+        self.workers = int(workers)
+
+    def chunks(self):
+        """(first event, FCSData of scaled events) for each chunk, in file order."""
+        from mrdflow.io import iter_events
+
+        for start, chunk in iter_events(self.path, self.chunk_events):
+            chunk.scale_in_place()
+            yield start, chunk
+
+    def view(self, fcs: FCSData, workers: int | None = None) -> TubeView:
+        return TubeView(fcs, self.resolved, self.compensation, self.transforms, name=self.name,
+                        workers=workers or self.workers)
+
+
+class _StreamEvents(_AllEvents):
+    """Facts about every event of a streamed tube: minima/maxima gathered while the placement
+    sample was drawn, Time neighbours of QC edges in one more pass over the Time column."""
+
+    def __init__(self, source: _Source, time_min: float | None, maxima: Mapping[str, float | None]):
+        self.source = source
+        self._time_min = time_min
+        self._maxima = dict(maxima)
+
+    def time_min(self) -> float | None:
+        return self._time_min
+
+    def max_value(self, dim: str) -> float | None:
+        if dim not in self._maxima:
+            best = None
+            for _, chunk in self.source.chunks():
+                m = _finite_max(self.source.view(chunk, 1).values(dim))
+                if m is not None:
+                    best = m if best is None else max(best, m)
+            self._maxima[dim] = best
+        return self._maxima[dim]
+
+    def between(self, edges: Sequence[float]) -> list[float]:
+        e = np.asarray(edges, np.float64)
+        below: list[float | None] = [None] * e.size
+        above: list[float | None] = [None] * e.size
+        for _, chunk in self.source.chunks():
+            t = self.source.view(chunk, 1).values("Time")
+            t = np.sort(t[np.isfinite(t)])
+            if not t.size:
+                continue
+            idx = np.searchsorted(t, e)  # t[idx - 1] < edge <= t[idx]
+            for j, i in enumerate(idx):
+                if i > 0:
+                    b = float(t[i - 1])
+                    below[j] = b if below[j] is None else max(below[j], b)
+                if i < t.size:
+                    a = float(t[i])
+                    above[j] = a if above[j] is None else min(above[j], a)
+        return [_edge_between(below[j], above[j], float(e[j])) for j in range(e.size)]
+
+
+def _placement_sample(source: _Source, n_keep: int, seed: int) -> tuple[FCSData, _StreamEvents]:
+    """One pass over the file: a uniform random sample of exactly ``min(n_keep, n)`` events (in
+    file order, so Time stays ordered) and the all-event minima/maxima placement needs.
+
+    Each chunk contributes a hypergeometric share of the remaining sample (sequential sampling
+    without replacement), so the sample is uniform over the tube and memory is the sample plus
+    one chunk.
+    """
+    header = source.header
+    n = header.n_events
+    k_left, n_left = min(int(n_keep), n), n
+    rng = np.random.default_rng(seed)
+    out = np.empty((k_left, header.n_parameters), np.float32)
+    filled = 0
+    tmin: float | None = None
+    scatter = [d for d in source.resolved.index if d != "Time" and d not in {m.name for m in source.resolved.panel.markers}]
+    maxima: dict[str, float | None] = {d: None for d in scatter}
+    has_time = "Time" in source.resolved.index
+    for _, chunk in source.chunks():
+        m = chunk.n_events
+        take = int(rng.hypergeometric(m, n_left - m, k_left)) if n_left > m else k_left
+        rows = np.sort(rng.choice(m, take, replace=False)) if take < m else slice(None)
+        out[filled:filled + take] = chunk.events[rows]
+        filled += take
+        k_left -= take
+        n_left -= m
+        cv = source.view(chunk, 1)
+        if has_time:
+            t = cv.values("Time")
+            t = t[np.isfinite(t)]
+            if t.size:
+                tmin = float(t.min()) if tmin is None else min(tmin, float(t.min()))
+        for d in scatter:
+            mx = _finite_max(cv.values(d))
+            if mx is not None:
+                maxima[d] = mx if maxima[d] is None else max(maxima[d], mx)
+    if filled != out.shape[0]:  # the file changed under us
+        raise GatingError(f"{source.name}: read {filled} placement events, expected {out.shape[0]}")
+    return FCSData.from_events(header, out), _StreamEvents(source, tmin, maxima)
+
+
+@dataclass
+class StreamedGating:
+    """A tube gated in a stream: gates placed on a uniform random sample of its events
+    (``sample``, a :class:`TubeGating` of ``sample.n_events`` events), then counted over every
+    event a chunk at a time.
+
+    ``count``, ``table``, ``steps`` and ``n_events`` are over all events; ``mask`` and ``view``
+    are the placement sample's (for plots and distribution read-outs such as an MFI or an FMO
+    quantile); the events of the populations named in ``keep`` are held whole (``events_in``).
+    """
+
+    strategy: fk.GatingStrategy
+    steps: list[GateStep]
+    qc: dict[str, Any]
+    sample: TubeGating
+    n_events: int
+    nonfinite: int
+    kept: dict[str, KeptEvents]
+    counts: dict[tuple[str, ...], int]
+
+    @property
+    def view(self) -> TubeView:
+        return self.sample.view
+
+    def mask(self, gate_id: str) -> np.ndarray:
+        """Membership over the placement sample (not over every event)."""
+        return self.sample.mask(gate_id)
+
+    def count(self, gate_id: str) -> int:
+        return int(self.counts[self.sample.result.resolve(gate_id)])
+
+    def nonfinite_events(self) -> int:
+        return self.nonfinite
+
+    def events_in(self, gate_id: str, flags: Sequence[str] = ()) -> KeptEvents:
+        if gate_id not in self.kept:
+            raise GatingError(f"{self.view.name}: events of {gate_id!r} were not kept while streaming "
+                              f"(kept: {sorted(self.kept)})")
+        k = self.kept[gate_id]
+        missing = [f for f in flags if f not in k.flags]
+        if missing:
+            raise GatingError(f"{self.view.name}: flags {missing} of {gate_id!r} were not kept while streaming")
+        return k
+
+    table = TubeGating.table
+    gatingml = TubeGating.gatingml
+
+
+def gate_tube_streamed(template: GatingTemplate, path: str | Path, resolved: ResolvedPanel,
+                       compensation: Compensation | None, transforms: Mapping[str, Mapping], *,
+                       qc_settings: QCSettings = QCSettings(), fmo: "TubeGating | StreamedGating | None" = None,
+                       placement_events: int = 5_000_000, chunk_events: int = 1 << 20,
+                       keep: Mapping[str, Sequence[str]] | None = None, seed: int = 0, name: str = "",
+                       workers: int | None = None, chunk_size: int = 1 << 18) -> StreamedGating:
+    """Gate a tube too large to hold: place on a sample, count every event in a stream.
+
+    Three sequential reads of the file (a fourth, of Time only, when the time QC flags segments):
+    (1) a uniform random sample of ``placement_events`` events (seeded by ``seed``) and the
+    all-event minimum of Time and maxima of the scatter dimensions; (2) the template placed on the
+    sample exactly as :func:`gate_tube` places it on a whole tube, time-QC edges put between the
+    event times of the whole tube and the singlet wedge tall enough for all of its events;
+    (3) the placed gates evaluated by :class:`~mrdflow.gates.GateEngine` on each chunk of
+    ``chunk_events`` events: counts per population, non-finite events, and the events (markers in
+    gate units, flag gates) of each population in ``keep`` ({gate id: flag gate ids}).
+
+    Memory is the placement sample (as a tube of that size), one chunk and its working columns,
+    and the kept events: it does not grow with the tube. With ``placement_events`` at least the
+    tube's events the gates, counts and kept events equal :func:`gate_tube`'s.
+    """
+    from mrdflow.io import read_header
+
+    header = read_header(path)
+    workers = int(workers or available_cpus(4))
+    source = _Source(path, header, resolved, compensation, transforms, name or str(path), chunk_events, workers)
+    sample_fcs, all_events = _placement_sample(source, placement_events, seed)
+    sample_view = source.view(sample_fcs)
+    sample = gate_tube(template, sample_view, qc_settings=qc_settings, fmo=getattr(fmo, "sample", fmo),
+                       chunk_size=chunk_size, events=all_events)
+    engine = GateEngine(sample.strategy, chunk_size=chunk_size, workers=workers)
+    sample_comp = (list(compensation.detectors), compensation.spill) if compensation is not None else None
+    counts = {p: 0 for p in engine.paths}
+    nonfinite = 0
+    keep = {g: list(f) for g, f in (keep or {}).items() if g in {s.gate_id for s in sample.steps}}
+    step_ids = {s.gate_id for s in sample.steps}
+    markers = [m.name for m in resolved.panel.markers]
+    parts: dict[str, list[np.ndarray]] = {g: [] for g in keep}
+    flag_parts: dict[str, dict[str, list[np.ndarray]]] = {g: {f: [] for f in fl if f in step_ids} for g, fl in keep.items()}
+    n = 0
+    for _, chunk in source.chunks():
+        ev = chunk.events
+        res = engine.evaluate(ev, header.pnn, sample_comp=sample_comp)
+        for p in counts:
+            counts[p] += res.count(p)
+        nonfinite += nonfinite_rows(ev)
+        n += ev.shape[0]
+        for g in keep:
+            m = res.membership(g)
+            if not m.any():
+                continue
+            rows = source.view(FCSData.from_events(header, ev[m]), 1)
+            rows.prefetch(markers)
+            parts[g].append(np.column_stack([rows.values(mk) for mk in markers]).astype(np.float32, copy=False))
+            for f in flag_parts[g]:
+                flag_parts[g][f].append(np.asarray(res.membership(f))[m])
+    if n != header.n_events:
+        raise GatingError(f"{source.name}: streamed {n} events, the header says {header.n_events}")
+    kept = {}
+    for g in keep:
+        values = np.concatenate(parts[g]) if parts[g] else np.zeros((0, len(markers)), np.float32)
+        flags = {f: (np.concatenate(v) if v else np.zeros(0, bool)) for f, v in flag_parts[g].items()}
+        kept[g] = KeptEvents(g, markers, values, flags)
+    resolve = sample.result.resolve
+    steps = []
+    for st in sample.steps:
+        c = counts[resolve(st.gate_id)]
+        pc = counts[resolve(st.parent)] if st.parent else n
+        steps.append(replace(st, count=int(c), parent_count=int(pc)))
+    qc = dict(sample.qc)
+    qc["placement"] = {"events": int(sample.n_events), "of": int(n), "seed": int(seed)}
+    return StreamedGating(sample.strategy, steps, qc, sample, n, nonfinite, kept, counts)

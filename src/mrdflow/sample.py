@@ -56,6 +56,8 @@ class SampleSettings:
     hemodilution: HemodilutionSettings = HemodilutionSettings()
     min_events: int = 1000
     plots: bool = True
+    stream_events: int = 12_000_000
+    placement_events: int = 5_000_000
     workdir: Path = Path(".")
     reference: Path | None = None
 
@@ -85,6 +87,8 @@ def settings_from_config(config: Mapping, panels: Mapping[str, Panel], gating_di
         hemodilution=HemodilutionSettings(**hemo),
         min_events=int((config.get("sample") or {}).get("min_events", 1000)),
         plots=bool((config.get("sample") or {}).get("plots", True)),
+        stream_events=int((config.get("sample") or {}).get("stream_events", 12_000_000)),
+        placement_events=int((config.get("sample") or {}).get("placement_events", 5_000_000)),
         workdir=Path(workdir),
         reference=Path(reference) if reference else None,
     )
@@ -94,66 +98,74 @@ def settings_from_config(config: Mapping, panels: Mapping[str, Panel], gating_di
 # Stage 1
 # ---------------------------------------------------------------------------------------------
 
-def _view(tube: Tube, data_dir: Path, settings: SampleSettings) -> "TubeView":
-    from mrdflow.gating import TubeView
-    from mrdflow.io import read_fcs
-    from mrdflow.transforms import compensation_for
+def _setup(tube: Tube, path: Path, header, settings: SampleSettings):
+    """(resolved panel, compensation, transform specs) of one tube, checked against its header."""
+    from mrdflow.transforms import CompensationError, compensation_for
 
-    path = data_dir / tube.fcs
-    fcs = read_fcs(path)
-    fcs.scale_in_place()  # the stored values are not needed again: one matrix, not two
-    if fcs.n_events < settings.min_events:
-        raise MrdflowError(f"{tube.fcs}: only {fcs.n_events} events (minimum {settings.min_events})")
+    if header.n_events < settings.min_events:
+        raise MrdflowError(f"{tube.fcs}: only {header.n_events} events (minimum {settings.min_events})")
     panel = settings.panels[tube.panel]
     unstained = {tube.fmo_marker} if tube.role == "fmo" and tube.fmo_marker else set()
-    resolved = resolve_panel(panel, fcs.pnn, fcs.pns, unstained=unstained, file=tube.fcs)
+    resolved = resolve_panel(panel, header.pnn, header.pns, unstained=unstained, file=tube.fcs)
     pcfg = settings.panel_config[tube.panel]
-    comp = compensation_for(pcfg.get("compensation", "fcs"), fcs.metadata, file=tube.fcs, workdir=settings.workdir)
+    comp = compensation_for(pcfg.get("compensation", "fcs"), header.metadata, file=tube.fcs, workdir=settings.workdir)
     if comp is not None:
-        lacking = [d for d in comp.detectors if d not in fcs.pnn]
+        lacking = [d for d in comp.detectors if d not in header.pnn]
         if lacking:
-            from mrdflow.transforms import CompensationError
-
             raise CompensationError(f"{tube.fcs}: the spillover matrix names channel(s) {lacking} that the file lacks "
-                                    f"(its channels: {', '.join(fcs.pnn)})")
-    return TubeView(fcs, resolved, comp, pcfg["transform"], name=tube.fcs)
+                                    f"(its channels: {', '.join(header.pnn)})")
+    return resolved, comp, pcfg["transform"]
+
+
+# Events kept whole from a streamed tube: the gate and the flag gates its events carry.
+STREAM_KEEP = {"PC": ("PC_kappa", "PC_lambda"), "NK": ("NK_bright", "NK_dim", "NKG2Apos")}
+
+
+def _gate(tube: Tube, data_dir: Path, settings: SampleSettings, fmo) -> "TubeGating | StreamedGating":
+    """Read and gate one tube: in memory, or streamed when it has more than
+    ``settings.stream_events`` events."""
+    from mrdflow.gating import TubeView, gate_tube, gate_tube_streamed
+    from mrdflow.io import read_fcs, read_header
+
+    path = data_dir / tube.fcs
+    header = read_header(path)
+    resolved, comp, transforms = _setup(tube, path, header, settings)
+    template = settings.template(tube.panel)
+    if header.n_events > settings.stream_events:
+        log.info("%s: %d events > %d: streamed, gates placed on %d of them", tube.fcs, header.n_events,
+                 settings.stream_events, min(settings.placement_events, header.n_events))
+        return gate_tube_streamed(template, path, resolved, comp, transforms, qc_settings=settings.qc, fmo=fmo,
+                                  placement_events=settings.placement_events, keep=STREAM_KEEP, name=tube.fcs)
+    fcs = read_fcs(path)
+    fcs.scale_in_place()  # the stored values are not needed again: one matrix, not two
+    view = TubeView(fcs, resolved, comp, transforms, name=tube.fcs)
+    return gate_tube(template, view, qc_settings=settings.qc, fmo=fmo)
 
 
 def _tube_qc(g: TubeGating, settings: SampleSettings) -> dict:
     time = g.qc.get("time", {})
-    n = g.result.n_events
     out = {
-        "events": n,
+        "events": g.n_events,
         "time_ok": g.count("TimeOK"),
         "singlets": g.count("Singlets"),
         "time_removed_pct": 100.0 * float(time.get("removed_fraction", 0.0)),
         "time_segments": time.get("segments", []),
         "time_reasons": time.get("reasons", []),
         "flow_rate_failed": bool(time.get("failed", False)),
-        "nonfinite_events": _nonfinite_events(g.view.raw),
+        "nonfinite_events": g.nonfinite_events(),
     }
+    if "placement" in g.qc:
+        out["placement_events"] = g.qc["placement"]["events"]
     return out
 
 
-def _nonfinite_events(events: np.ndarray) -> int:
-    """Events with a NaN or infinite value in any channel (every gate leaves them out: their
-    transformed values are FlowKit's -1), counted a column at a time."""
-    bad = np.zeros(events.shape[0], bool)
-    for j in range(events.shape[1]):
-        bad |= ~np.isfinite(events[:, j])
-    return int(bad.sum())
-
-
 def _pc_events(sample_id: str, tube: Tube, g: TubeGating) -> PCEvents:
-    m = g.mask("PC")
-    markers = [mk.name for mk in g.view.resolved.panel.markers]
-    values = np.column_stack([g.view.values(mk)[m] for mk in markers]).astype(np.float32) if m.any() else \
-        np.zeros((0, len(markers)), np.float32)
-    kappa = lam = None
-    if "PC_kappa" in {s.gate_id for s in g.steps}:
-        kappa = g.mask("PC_kappa")[m]
-        lam = g.mask("PC_lambda")[m]
-    return PCEvents(sample_id, tube.tube, markers, values, kappa, lam)
+    ids = {s.gate_id for s in g.steps}
+    flags = ("PC_kappa", "PC_lambda") if "PC_kappa" in ids else ()
+    k = g.events_in("PC", flags)
+    kappa = k.flags["PC_kappa"] if flags else None
+    lam = k.flags["PC_lambda"] if flags else None
+    return PCEvents(sample_id, tube.tube, k.markers, k.values, kappa, lam)
 
 
 def _ngf_counts(g: TubeGating) -> dict:
@@ -187,8 +199,6 @@ def _fmt(x: float | None) -> str:
 def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, settings: SampleSettings,
                    outdir: str | Path) -> dict:
     """Stage 1 for one sample; writes its files under ``outdir`` and returns the stage-1 record."""
-    from mrdflow.gating import gate_tube
-
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data_dir)
@@ -210,10 +220,7 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     plot_dir.mkdir(parents=True)  # present even when no tube could be gated (a rule output)
     for tube in order:
         try:
-            view = _view(tube, data_dir, settings)
-            template = settings.template(tube.panel)
-            fmo = fmo_of.get(tube.panel) if tube.role == "stain" else None
-            g = gate_tube(template, view, qc_settings=settings.qc, fmo=fmo)
+            g = _gate(tube, data_dir, settings, fmo_of.get(tube.panel) if tube.role == "stain" else None)
         except MrdflowError as e:
             log.error("%s/%s: %s", sample_id, tube.tube, e)
             record["errors"].append({"tube": tube.tube, "error": str(e)})
@@ -272,13 +279,11 @@ def _save_nk_events(path: Path, sample_id: str, tubes: Sequence[Tube], gated: Ma
                                      "values": np.zeros((0, 0), np.float32)}
     stain = next((t for t in tubes if t.panel == "pb_nk" and t.role == "stain" and t.tube in gated), None)
     if stain is not None:
-        g = gated[stain.tube]
-        nk = g.mask("NK")
-        markers = [m.name for m in g.view.resolved.panel.markers]
-        arrays["markers"] = np.array(markers, dtype="U32")
-        arrays["values"] = np.column_stack([g.view.values(m)[nk] for m in markers]).astype(np.float32)
-        for flag in ("NK_bright", "NK_dim", "NKG2Apos"):
-            arrays[flag] = g.mask(flag)[nk]
+        k = gated[stain.tube].events_in("NK", STREAM_KEEP["NK"])
+        arrays["markers"] = np.array(k.markers, dtype="U32")
+        arrays["values"] = k.values
+        for flag in STREAM_KEEP["NK"]:
+            arrays[flag] = k.flags[flag]
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
@@ -287,7 +292,12 @@ def _save_nk_events(path: Path, sample_id: str, tubes: Sequence[Tube], gated: Ma
 def _plot_tube(plot_dir: Path, tube: str, g: TubeGating, sample_id: str) -> None:
     from mrdflow.plots import plot_gating
 
-    plot_gating(g, plot_dir / tube, title=f"{sample_id} · {tube}")
+    title = f"{sample_id} · {tube}"
+    if "placement" in g.qc:  # streamed: the plots show the placement sample, with its own counts
+        p = g.qc["placement"]
+        title += f" · placement sample of {p['events']:,} of {p['of']:,} events"
+        g = g.sample
+    plot_gating(g, plot_dir / tube, title=title)
 
 
 def _panel_readouts(tubes: Sequence[Tube], gated: Mapping[str, TubeGating], record: dict) -> dict:

@@ -38,10 +38,10 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, Iterator, NamedTuple
 
 import numpy as np
 
@@ -55,6 +55,7 @@ __all__ = [
     "read_header",
     "read_fcs",
     "read_channel_values",
+    "iter_events",
 ]
 
 HEADER_BYTES = 58  # "FCSx.y" + 4 spaces + six 8-character ASCII offsets
@@ -251,6 +252,14 @@ class FCSData:
         self.__dict__["events"] = values  # cached_property's slot; the dataclass is frozen
         return values
 
+    @classmethod
+    def from_events(cls, header: FCSHeader, events: np.ndarray) -> "FCSData":
+        """An FCSData whose ``events`` are ``events``, values already scaled (rows picked from
+        scaled chunks); ``header.n_events`` is set to their number."""
+        data = cls(header=replace(header, n_events=int(events.shape[0])), channel_values=events)
+        data.__dict__["events"] = events
+        return data
+
     # --- compensation and FlowKit ---------------------------------------------------------
     def spillover(self) -> tuple[list[str], np.ndarray] | None:
         """(channel names, n x n matrix) from $SPILLOVER / SPILL / $SPILL, or None if absent."""
@@ -322,6 +331,42 @@ def read_channel_values(path: str | os.PathLike) -> tuple[list[str], np.ndarray]
     """($PnN labels, stored channel values as float32): the adapter the shared scorer calls."""
     data = read_fcs(path)
     return data.pnn, data.channel_values
+
+
+def iter_events(path: str | os.PathLike, chunk_events: int = 1 << 20,
+                dtype: np.typing.DTypeLike = np.float32) -> Iterator[tuple[int, FCSData]]:
+    """Stream the first data set of ``path`` as (first event index, FCSData of the next
+    ``chunk_events`` events), so a tube larger than memory can be processed in one pass.
+
+    Each chunk's ``n_events`` is its own row count (the file's is ``read_header(path).n_events``);
+    its values are stored channel values, as :func:`read_fcs` gives them, so
+    ``chunk.scale_in_place()`` applies the same scaling. Memory is one chunk plus the conversion
+    buffer. Free-format ASCII DATA ($PnB ``*``) has no fixed record and is read whole, as one
+    chunk. The file is reopened per call and read sequentially; DATA is not memory-mapped, so the
+    events never count against the process's resident memory all at once.
+    """
+    path = str(path)
+    out_dtype = np.dtype(dtype)
+    if out_dtype.kind != "f":
+        raise ValueError(f"dtype must be a floating type, not {out_dtype}")
+    if chunk_events < 1:
+        raise ValueError("chunk_events must be >= 1")
+    try:
+        with open(path, "rb") as fh:
+            header = _read_header(fh, path, os.fstat(fh.fileno()).st_size)
+            if header.n_datasets_hint > 1:
+                warnings.warn(f"{path}: holds more than one data set; only the first is read", FCSReadWarning,
+                              stacklevel=2)
+            if header.datatype == "A" and header.bytes_per_event == 0:
+                values = _read_data(fh, header, out_dtype)
+                yield 0, FCSData(header=header, channel_values=values)
+                return
+            for start in range(0, header.n_events, chunk_events):
+                stop = min(start + chunk_events, header.n_events)
+                values = _read_rows(fh, header, start, stop, out_dtype)
+                yield start, FCSData(header=replace(header, n_events=stop - start), channel_values=values)
+    except OSError as exc:
+        raise FCSReadError(path, f"cannot read: {exc.strerror or exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -775,17 +820,25 @@ def _range_masks(header: FCSHeader) -> list[int | None]:
 
 
 def _read_data(fh: IO[bytes], header: FCSHeader, out_dtype: np.dtype) -> np.ndarray:
-    n, p = header.n_events, header.n_parameters
-    if n == 0:
-        return np.empty((0, p), dtype=out_dtype)
-    fh.seek(header.data_start)
+    if header.n_events == 0:
+        return np.empty((0, header.n_parameters), dtype=out_dtype)
     if header.datatype == "A" and header.bytes_per_event == 0:
+        fh.seek(header.data_start)
         return _read_free_ascii(fh, header, out_dtype)
+    return _read_rows(fh, header, 0, header.n_events, out_dtype)
 
+
+def _read_rows(fh: IO[bytes], header: FCSHeader, start: int, stop: int, out_dtype: np.dtype) -> np.ndarray:
+    """Events ``start`` to ``stop - 1`` of a fixed-width DATA segment as stored channel values."""
+    n, p = stop - start, header.n_parameters
+    if n <= 0:
+        return np.empty((0, p), dtype=out_dtype)
     stored = _stored_dtypes(header)
     masks = _range_masks(header) if header.datatype == "I" else [None] * p
     masked = any(m is not None for m in masks)
     uniform = len(set(stored)) == 1
+    record = np.dtype([(f"p{j}", dt) for j, dt in enumerate(stored)])
+    fh.seek(header.data_start + start * record.itemsize)
     out = np.empty((n, p), dtype=out_dtype)
 
     if uniform and stored[0].newbyteorder("=") == out_dtype and not masked:
@@ -796,7 +849,6 @@ def _read_data(fh: IO[bytes], header: FCSHeader, out_dtype: np.dtype) -> np.ndar
             out.byteswap(inplace=True)
         return out
 
-    record = np.dtype([(f"p{j}", dt) for j, dt in enumerate(stored)])
     rows_per_chunk = max(1, CHUNK_BYTES // record.itemsize)
     for first in range(0, n, rows_per_chunk):
         rows = min(rows_per_chunk, n - first)

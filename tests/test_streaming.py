@@ -1,0 +1,169 @@
+"""Streamed gating (tubes larger than memory): gates placed on a sample, counted over every event.
+
+With a placement sample as large as the tube, streaming must give exactly what in-memory gating
+gives (gates, counts, kept events); with a smaller sample the counts are still over every event;
+and no read ever asks for more than one chunk of events.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrdflow import simulate as sim
+from mrdflow.gating import StreamedGating, TubeView, gate_tube, gate_tube_streamed, load_template
+from mrdflow.io import read_fcs, read_header
+from mrdflow.panels import load_panels, resolve_panel
+from mrdflow.transforms import compensation_for
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_DESIGN = REPO / "config/test/design.yaml"
+TINY_SAMPLES = REPO / "config/test/samples.tsv"
+PANELS = REPO / "resources/panels"
+GATING = REPO / "resources/gating"
+TRANSFORMS = {
+    "fluorescence": {"type": "logicle", "t": 262144, "w": 0.5, "m": 4.5, "a": 0.0},
+    "scatter": {"type": "linear", "t": 262144},
+}
+SAMPLE = "PT08_BM_baseline"
+CHUNK = 3001  # not a divisor of anything: chunk edges fall everywhere
+
+
+@pytest.fixture(scope="module")
+def tubes(tmp_path_factory):
+    """PT08's baseline marrow (both NGF tubes, 20 000 events each), a clog planted in tube 1 so
+    the time QC excludes a segment (its edges come from the streamed Time pass)."""
+    out = tmp_path_factory.mktemp("sim")
+    design = sim.load_design(TINY_DESIGN)
+    design["clog_files"] = {**(design.get("clog_files") or {}), f"{SAMPLE}_ngf1": {"start": 0.45, "length": 0.12}}
+    rows = [r for r in sim.read_samples_tsv(TINY_SAMPLES) if r["sample_id"] == SAMPLE]
+    assert {r["panel"] for r in rows} == {"ngf_tube1", "ngf_tube2"}
+    for r in rows:
+        sim.simulate_file(r, design, out, seed=596)
+    return out, rows
+
+
+def _setup(path: Path, panel: str):
+    h = read_header(path)
+    resolved = resolve_panel(load_panels(PANELS)[panel], h.pnn, h.pns)
+    return resolved, compensation_for("fcs", h.metadata)
+
+
+def _in_memory(path: Path, panel: str):
+    d = read_fcs(path)
+    d.scale_in_place()
+    resolved, comp = _setup(path, panel)
+    return gate_tube(load_template(GATING, panel), TubeView(d, resolved, comp, TRANSFORMS))
+
+
+def _streamed(path: Path, panel: str, **kw) -> StreamedGating:
+    resolved, comp = _setup(path, panel)
+    return gate_tube_streamed(load_template(GATING, panel), path, resolved, comp, TRANSFORMS,
+                              chunk_events=kw.pop("chunk_events", CHUNK),
+                              keep={"PC": ("PC_kappa", "PC_lambda")}, **kw)
+
+
+@pytest.mark.parametrize("panel", ["ngf_tube1", "ngf_tube2"])
+def test_whole_tube_as_placement_sample_equals_in_memory(tubes, panel):
+    folder, rows = tubes
+    path = folder / next(r["fcs"] for r in rows if r["panel"] == panel)
+    mem = _in_memory(path, panel)
+    st = _streamed(path, panel, placement_events=10**9)
+    assert st.gatingml() == mem.gatingml()  # the very same gates, edges included
+    assert st.table() == mem.table()
+    assert st.n_events == mem.n_events == read_header(path).n_events
+    assert st.nonfinite_events() == mem.nonfinite_events()
+    assert [(s.gate_id, s.count, s.parent_count) for s in st.steps] == [(s.gate_id, s.count, s.parent_count) for s in mem.steps]
+    flags = ("PC_kappa", "PC_lambda") if panel == "ngf_tube2" else ()
+    a, b = st.events_in("PC", flags), mem.events_in("PC", flags)
+    assert a.markers == b.markers
+    assert a.values.shape == (mem.count("PC"), len(a.markers))
+    np.testing.assert_allclose(a.values, b.values, rtol=0, atol=1e-6)
+    for f in flags:
+        np.testing.assert_array_equal(a.flags[f], b.flags[f])
+    if panel == "ngf_tube1":
+        assert st.qc["time"]["segments"] and any(s.gate_id == "TimeOK_bad1" for s in st.steps)
+
+
+def test_smaller_placement_sample_counts_every_event(tubes):
+    folder, rows = tubes
+    path = folder / next(r["fcs"] for r in rows if r["panel"] == "ngf_tube2")
+    mem = _in_memory(path, "ngf_tube2")
+    st = _streamed(path, "ngf_tube2", placement_events=6000)
+    assert st.sample.n_events == 6000 and st.qc["placement"] == {"events": 6000, "of": 20000, "seed": 0}
+    assert st.n_events == 20000
+    # the masks and plots are the sample's; the counts and kept events are every event's
+    assert st.mask("PC").shape == (6000,)
+    assert st.events_in("PC", ("PC_kappa",)).values.shape[0] == st.count("PC")
+    assert st.count("PC_kappa") == int(st.events_in("PC", ("PC_kappa",)).flags["PC_kappa"].sum())
+    for s in st.steps:
+        assert s.count == st.count(s.gate_id) and s.count <= s.parent_count
+    # Gates placed on 30% of the events land close to where all the events put them: every
+    # population within 1% of the tube (and the PC count, the read-out, within 3% of itself).
+    for s in mem.steps:
+        assert abs(st.count(s.gate_id) - s.count) <= 0.01 * mem.n_events, s.gate_id
+    assert abs(st.count("PC") - mem.count("PC")) <= 0.03 * mem.count("PC")
+    # the same seed, the same sample; another seed, another sample
+    again = _streamed(path, "ngf_tube2", placement_events=6000)
+    assert again.gatingml() == st.gatingml()
+    other = _streamed(path, "ngf_tube2", placement_events=6000, seed=1)
+    assert not np.array_equal(other.sample.view.raw, st.sample.view.raw)
+
+
+def test_streaming_reads_one_chunk_at_a_time(tubes, monkeypatch):
+    import mrdflow.io.reader as reader
+
+    folder, rows = tubes
+    path = folder / next(r["fcs"] for r in rows if r["panel"] == "ngf_tube1")
+    asked = []
+    real = reader._read_rows
+
+    def spy(fh, header, start, stop, out_dtype):
+        asked.append(stop - start)
+        return real(fh, header, start, stop, out_dtype)
+
+    def refuse(*a, **k):
+        raise AssertionError("the streamed path read the whole tube")
+
+    monkeypatch.setattr(reader, "_read_rows", spy)
+    monkeypatch.setattr(reader, "read_fcs", refuse)
+    st = _streamed(path, "ngf_tube1", placement_events=5000, chunk_events=4096)
+    assert st.n_events == 20000
+    assert asked and max(asked) <= 4096
+    # sample, segment edges (a clog is planted), evaluation: three or four passes, no more
+    assert sum(asked) in (3 * 20000, 4 * 20000)
+
+
+def test_analyse_sample_streams_above_the_threshold(tubes, tmp_path):
+    """The per-sample stage picks streaming by event count; with the whole tube as placement
+    sample its record and files equal the in-memory run's."""
+    import dataclasses
+
+    from mrdflow.config import Tube
+    from mrdflow.sample import analyse_sample, settings_from_config
+
+    folder, rows = tubes
+    cfg = {"panels": {p: {"transform": TRANSFORMS, "compensation": "fcs"} for p in ("ngf_tube1", "ngf_tube2")},
+           "sample": {"plots": False}}
+    settings = settings_from_config(cfg, load_panels(PANELS), GATING, workdir=REPO)
+    tube_list = [Tube(**{**{k: v for k, v in r.items() if k not in ("fmo_marker", "beads_per_tube", "blood_volume_ul")},
+                         "day": int(r["day"]), "infusion": int(r["infusion"])}) for r in rows]
+    mem = analyse_sample(SAMPLE, tube_list, folder, settings, tmp_path / "mem")
+    streamed = analyse_sample(SAMPLE, tube_list, folder,
+                              dataclasses.replace(settings, stream_events=10_000, placement_events=10**9),
+                              tmp_path / "stream")
+    assert streamed["status"] == mem["status"] == "ok"
+    for t, q in streamed["tubes"].items():
+        assert q.pop("placement_events") == 20000
+    assert json.loads(json.dumps(streamed)) == json.loads(json.dumps(mem))
+    for name in ("gating.tsv", "gates.xml", "gates_ngf2.xml"):
+        assert (tmp_path / "stream" / name).read_bytes() == (tmp_path / "mem" / name).read_bytes(), name
+    a, b = np.load(tmp_path / "stream" / "pc_events.npz"), np.load(tmp_path / "mem" / "pc_events.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for k in a.files:
+        if a[k].dtype.kind == "f":
+            np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(a[k], b[k])
