@@ -11,7 +11,10 @@ fresh child process, so its wall time and peak RSS (``ru_maxrss``) are its own.
 
 mrdflow's path: read FCS (float32) → time/flow-rate QC → compensation → logicle → every gate of
 the NGF template placed from the data → PC events → map to the PC model → aberrant PCs → MRD call
-(gating plots off: they are drawing, not analysis; ``--plots`` adds them). The baseline: FlowKit
+(gating plots off: they are drawing, not analysis; ``--plots`` adds them). Tubes above the config's
+``sample.placement_events`` (5×10^6) are streamed: gates placed on a sample of that size, every
+event counted in chunks; ``--placement-events 1e9`` measures placement on every event instead.
+The baseline: FlowKit
 ``Sample`` (FCS load), ``GatingStrategy.gate_sample`` with the Gating-ML gates mrdflow wrote for the
 same file (same gates, so the same counts), then ``FlowSOM`` (10×10 SOM + 24 metaclusters) fitted on
 all events of the NGF backbone markers — what a user without subsampling does.
@@ -68,13 +71,15 @@ def prepare(cache: Path, events: int) -> tuple[Path, Path]:
     return cache / big["fcs"], model
 
 
-def _settings(plots: bool = False):
+def _settings(plots: bool = False, placement_events: int | None = None):
     from mrdflow.config import load_config, resolve_path
     from mrdflow.panels import load_panels
     from mrdflow.sample import settings_from_config
 
     cfg = load_config(REPO / "config" / "config.yaml")
     cfg["sample"]["plots"] = plots
+    if placement_events:
+        cfg["sample"]["placement_events"] = int(placement_events)
     return cfg, settings_from_config(cfg, load_panels(resolve_path(cfg["panels_dir"])), resolve_path(cfg["gating_dir"]),
                                      workdir=REPO, reference=resolve_path(cfg["clustering"]["reference"]))
 
@@ -106,11 +111,11 @@ def _fit_model(cache: Path, out: Path) -> None:
 # Children: each measured in its own process
 # ---------------------------------------------------------------------------------------------
 
-def child_mrdflow(fcs: Path, model_path: Path, outdir: Path, plots: bool) -> dict:
+def child_mrdflow(fcs: Path, model_path: Path, outdir: Path, plots: bool, placement_events: int | None) -> dict:
     from mrdflow.clustering import PCModel
     from mrdflow.sample import analyse_sample, finish_sample
 
-    _, settings = _settings(plots)
+    _, settings = _settings(plots, placement_events)
     events = int(fcs.stem.split("_")[1])
     tube = _tubes([_row("week4", "ngf1", f"BENCH_{events}", fcs.name)])
     t0 = time.perf_counter()
@@ -120,7 +125,8 @@ def child_mrdflow(fcs: Path, model_path: Path, outdir: Path, plots: bool) -> dic
     t2 = time.perf_counter()
     return {"wall_s": t2 - t0, "stage1_s": t1 - t0, "stage2_s": t2 - t1, "mrd_status": m["mrd"]["mrd_status"],
             "n_nucleated": m["mrd"]["n_nucleated"], "n_aberrant_pc": m["mrd"]["n_aberrant_pc"],
-            "n_pc": m["pc"]["n_pc"]}
+            "n_pc": m["pc"]["n_pc"], "streamed": events > settings.placement_events,
+            "placement_events": min(events, settings.placement_events)}
 
 
 def child_baseline(fcs: Path, gates_xml: Path, flowsom: bool) -> dict:
@@ -167,9 +173,10 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def measure_mrdflow(cache: Path, events: int, plots: bool) -> dict:
+def measure_mrdflow(cache: Path, events: int, plots: bool, placement_events: int | None = None) -> dict:
     fcs, model = prepare(cache, events)
-    return _run_child(["--child", "mrdflow", str(fcs), str(model), str(cache / f"out_{events}"), str(int(plots))])
+    return _run_child(["--child", "mrdflow", str(fcs), str(model), str(cache / f"out_{events}"), str(int(plots)),
+                       str(int(placement_events or 0))])
 
 
 def main(argv=None) -> int:
@@ -180,13 +187,15 @@ def main(argv=None) -> int:
     ap.add_argument("--no-flowsom", action="store_true", help="baseline without FlowSOM (FlowKit gating only)")
     ap.add_argument("--scaling", default="1e6", help="smaller sizes also timed for mrdflow, comma-separated ('' for none)")
     ap.add_argument("--plots", action="store_true", help="include the per-gate PNGs in mrdflow's time")
+    ap.add_argument("--placement-events", type=float, default=None,
+                    help="override sample.placement_events (default: the config's, 5e6; 1e9 = place on every event)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child:
         kind, *rest = args.child
         if kind == "mrdflow":
-            out = child_mrdflow(Path(rest[0]), Path(rest[1]), Path(rest[2]), bool(int(rest[3])))
+            out = child_mrdflow(Path(rest[0]), Path(rest[1]), Path(rest[2]), bool(int(rest[3])), int(rest[4]) or None)
         else:
             out = child_baseline(Path(rest[0]), Path(rest[1]), bool(int(rest[2])))
         out["peak_rss_mb"] = _peak_rss_mb()
@@ -199,11 +208,12 @@ def main(argv=None) -> int:
           f"{', '.join(f'{s:,}' for s in sizes + [events])}", file=sys.stderr)
     runs = {}
     for n in sizes + [events]:
-        runs[n] = measure_mrdflow(args.cache, n, args.plots)
+        runs[n] = measure_mrdflow(args.cache, n, args.plots, int(args.placement_events or 0) or None)
         r = runs[n]
         print(f"  mrdflow {n:>12,} events: {r['wall_s']:7.2f} s (stage 1 {r['stage1_s']:.2f} s, stage 2 "
               f"{r['stage2_s']:.2f} s), {n / r['wall_s']:,.0f} events/s, peak RSS {r['peak_rss_mb']:.0f} MB; "
-              f"MRD {r['mrd_status']} ({r['n_aberrant_pc']} aberrant / {r['n_nucleated']:,} nucleated)", file=sys.stderr)
+              f"MRD {r['mrd_status']} ({r['n_aberrant_pc']} aberrant / {r['n_nucleated']:,} nucleated); gates placed on "
+              f"{r['placement_events']:,} events{' (streamed)' if r['streamed'] else ''}", file=sys.stderr)
     mine = runs[events]
     base = None
     if not args.skip_baseline:
@@ -242,6 +252,7 @@ def main(argv=None) -> int:
         "baseline_peak_rss_mb": round(base["peak_rss_mb"], 1) if base else None,
         "baseline_flowsom": base["flowsom"] if base else None,
         "cpus": os.cpu_count(),
+        "placement_events": mine["placement_events"], "streamed": mine["streamed"],
         "scaling": {str(n): round(runs[n]["wall_s"], 3) for n in sizes + [events]},
     }
     print(json.dumps(summary))

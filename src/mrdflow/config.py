@@ -83,6 +83,9 @@ def validate_config(config: Mapping, *, source: str = "config") -> dict:
     cfg.setdefault("gating_dir", "resources/gating")
     for key in ("qc", "mrd", "sample"):
         cfg[key] = dict(cfg.get(key) or {})
+    for name, spec in schema["properties"]["sample"]["properties"].items():  # the schema's defaults
+        if "default" in spec:
+            cfg["sample"].setdefault(name, spec["default"])
     cfg["clustering"] = {"reference": "resources/reference/normal_pc.yaml", **(cfg.get("clustering") or {})}
     cfg["cohort"] = {"cart_lloq_cells_per_ul": 1.0, "auc_window_days": 28, "seed": 596, "n_boot": 5000,
                      "n_perm": 20000, "associations": DEFAULT_ASSOCIATIONS, **(cfg.get("cohort") or {})}

@@ -908,6 +908,7 @@ def gate_tube(template: GatingTemplate, view: TubeView, *, qc_settings: QCSettin
         return _gate_static(template, view, chunk_size)
     placer = _Placer(template, view, qc_settings, fmo, events)
     placer.place()
+    placer.masks.clear()  # placement masks are done with: the engine's memberships replace them
     engine = GateEngine(placer.strategy, chunk_size=chunk_size)
     comp = view.compensation
     sample_comp = (list(comp.detectors), comp.spill) if comp is not None else None

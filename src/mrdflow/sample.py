@@ -56,7 +56,6 @@ class SampleSettings:
     hemodilution: HemodilutionSettings = HemodilutionSettings()
     min_events: int = 1000
     plots: bool = True
-    stream_events: int = 12_000_000
     placement_events: int = 5_000_000
     workdir: Path = Path(".")
     reference: Path | None = None
@@ -87,7 +86,6 @@ def settings_from_config(config: Mapping, panels: Mapping[str, Panel], gating_di
         hemodilution=HemodilutionSettings(**hemo),
         min_events=int((config.get("sample") or {}).get("min_events", 1000)),
         plots=bool((config.get("sample") or {}).get("plots", True)),
-        stream_events=int((config.get("sample") or {}).get("stream_events", 12_000_000)),
         placement_events=int((config.get("sample") or {}).get("placement_events", 5_000_000)),
         workdir=Path(workdir),
         reference=Path(reference) if reference else None,
@@ -123,7 +121,8 @@ STREAM_KEEP = {"PC": ("PC_kappa", "PC_lambda"), "NK": ("NK_bright", "NK_dim", "N
 
 def _gate(tube: Tube, data_dir: Path, settings: SampleSettings, fmo) -> "TubeGating | StreamedGating":
     """Read and gate one tube: in memory, or streamed when it has more than
-    ``settings.stream_events`` events."""
+    ``settings.placement_events`` events (gates placed on a seeded uniform sample of that many,
+    every event counted; memory then stays that of a tube of ``placement_events``)."""
     from mrdflow.gating import TubeView, gate_tube, gate_tube_streamed
     from mrdflow.io import read_fcs, read_header
 
@@ -131,9 +130,9 @@ def _gate(tube: Tube, data_dir: Path, settings: SampleSettings, fmo) -> "TubeGat
     header = read_header(path)
     resolved, comp, transforms = _setup(tube, path, header, settings)
     template = settings.template(tube.panel)
-    if header.n_events > settings.stream_events:
-        log.info("%s: %d events > %d: streamed, gates placed on %d of them", tube.fcs, header.n_events,
-                 settings.stream_events, min(settings.placement_events, header.n_events))
+    if header.n_events > settings.placement_events:
+        log.info("%s: %d events: streamed, gates placed on a sample of %d", tube.fcs, header.n_events,
+                 settings.placement_events)
         return gate_tube_streamed(template, path, resolved, comp, transforms, qc_settings=settings.qc, fmo=fmo,
                                   placement_events=settings.placement_events, keep=STREAM_KEEP, name=tube.fcs)
     fcs = read_fcs(path)
