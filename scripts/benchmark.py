@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     print(f"mrdflow benchmark: {os.cpu_count()} CPUs, NGF tube 1 (12 parameters), events: "
           f"{', '.join(f'{s:,}' for s in sizes + [events])}", file=sys.stderr)
     runs = {}
-    for n in sizes + [events]:
+    for n in sorted(sizes + [events]):
         runs[n] = measure_mrdflow(args.cache, n, args.plots, int(args.placement_events or 0) or None)
         r = runs[n]
         print(f"  mrdflow {n:>12,} events: {r['wall_s']:7.2f} s (stage 1 {r['stage1_s']:.2f} s, stage 2 "
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
               f"(FlowKit {base['flowkit_s']:.1f} s" + (f", FlowSOM {base['flowsom_s']:.1f} s" if base["flowsom"] else "") + ")")
     if sizes:
         print("\ngrowth (mrdflow):")
-        for n in sizes + [events]:
+        for n in sorted(runs):
             r = runs[n]
             print(f"  {n:>12,} events: {r['wall_s']:7.2f} s, {r['wall_s'] / n * 1e6:.3f} s per 10^6 events, "
                   f"peak RSS {r['peak_rss_mb']:.0f} MB")
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
         "baseline_flowsom": base["flowsom"] if base else None,
         "cpus": os.cpu_count(),
         "placement_events": mine["placement_events"], "streamed": mine["streamed"],
-        "scaling": {str(n): round(runs[n]["wall_s"], 3) for n in sizes + [events]},
+        "scaling": {str(n): round(runs[n]["wall_s"], 3) for n in sorted(runs)},
     }
     print(json.dumps(summary))
     return 0
