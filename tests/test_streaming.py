@@ -182,3 +182,51 @@ def test_analyse_sample_streams_above_placement_events(tubes, tmp_path):
             assert int(e.kappa.sum()) == st["counts"][e.tube]["pc_kappa"]
     plots = sorted((tmp_path / "stream" / "plots").rglob("*.png"))
     assert len(plots) == len(sorted((tmp_path / "mem" / "plots").rglob("*.png"))) > 10
+
+
+def test_nk_tube_with_fmo_streamed(tmp_path):
+    """A PB NK tube and its FMO control, both streamed: with whole-tube samples the NK read-outs
+    (NKG2A% from every event, medians from the kept NK events) equal the in-memory ones; with a
+    smaller sample the threshold comes from the FMO sample and NKG2A% stays close."""
+    import dataclasses
+
+    from mrdflow.config import Tube
+    from mrdflow.sample import analyse_sample, settings_from_config
+
+    sid = "PT01_PB_baseline_nk"
+    design = sim.load_design(TINY_DESIGN)
+    rows = [r for r in sim.read_samples_tsv(TINY_SAMPLES) if r["sample_id"] == sid]
+    assert {r["role"] for r in rows} == {"stain", "fmo"}
+    for r in rows:
+        sim.simulate_file(r, design, tmp_path / "data", seed=596)
+    tf = {"fluorescence": TRANSFORMS["fluorescence"], "scatter": TRANSFORMS["scatter"]}
+    cfg = {"panels": {"pb_nk": {"transform": tf, "compensation": "fcs"}}, "sample": {"plots": False}}
+    settings = settings_from_config(cfg, load_panels(PANELS), GATING, workdir=REPO)
+    tube_list = [Tube(**{**{k: v for k, v in r.items() if k not in ("beads_per_tube", "blood_volume_ul")},
+                         "fmo_marker": r["fmo_marker"] or None,
+                         "day": int(r["day"]), "infusion": int(r["infusion"])}) for r in rows]
+    mem = analyse_sample(sid, tube_list, tmp_path / "data", settings, tmp_path / "mem")
+    n = mem["tubes"]["nk"]["events"]
+
+    import mrdflow.gating as gating
+
+    real = gating.gate_tube_streamed
+    seen = []
+
+    def whole(*a, **k):  # streamed, but with the whole tube as placement sample
+        seen.append(a[1])
+        return real(*a, **{**k, "placement_events": 10**9, "chunk_events": 2999})
+
+    import pytest as _pytest
+
+    with _pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gating, "gate_tube_streamed", whole)
+        st = analyse_sample(sid, tube_list, tmp_path / "data", dataclasses.replace(settings, placement_events=1000),
+                            tmp_path / "whole")
+    assert len(seen) == 2  # stain and FMO both streamed
+    assert st["nk"] == mem["nk"]
+    small = analyse_sample(sid, tube_list, tmp_path / "data", dataclasses.replace(settings, placement_events=n // 2),
+                           tmp_path / "small")
+    assert small["tubes"]["nk"]["placement_events"] == n // 2
+    assert small["nk"]["nk_count"] == int(np.load(tmp_path / "small" / "nk_events.npz")["values"].shape[0])
+    assert abs(small["nk"]["nkg2a_pct"] - mem["nk"]["nkg2a_pct"]) <= 2.0  # percentage points

@@ -143,9 +143,9 @@ def nk_metrics(stain: TubeGating, fmo: TubeGating | None = None) -> NKMetrics:
             return None
         return float(np.asarray(xf.inverse(np.array([[x]], dtype=np.float64))).ravel()[0])
 
-    cd159a = stain.view.values(FMO_MARKER)
-    nk_vals = cd159a[stain.mask("NK")]
-    pos_vals = cd159a[stain.mask("NKG2Apos")]
+    nk = stain.events_in("NK", ("NKG2Apos",))  # every NK event, also of a streamed tube
+    nk_vals = nk.values[:, nk.markers.index(FMO_MARKER)]
+    pos_vals = nk_vals[nk.flags["NKG2Apos"]]  # NKG2Apos lies inside NK
     med = float(np.median(nk_vals)) if nk_vals.size else None
     med_pos = float(np.median(pos_vals)) if pos_vals.size else None
 

@@ -18,7 +18,7 @@ rule gate_sample:
     threads: sample_threads  # row chunks of the events run on dask threads
     resources:
         mem_mb=sample_mem_mb,
-        runtime=30,
+        runtime=sample_runtime,
     log:
         "logs/samples/{sample}/gate_sample.log",
     script:
