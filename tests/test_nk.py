@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mrdflow import simulate as sim
-from mrdflow.gating import GateStep, TubeView, gate_tube, load_template
+from mrdflow.gating import GateStep, KeptEvents, TubeView, gate_tube, load_template
 from mrdflow.io import read_fcs
 from mrdflow.nk import FMO_MARKER, NKError, NKMetrics, gate_nk_sample, nk_metrics
 from mrdflow.panels import load_panels, resolve_panel
@@ -155,8 +155,13 @@ def _fake(masks: dict, cd159a: np.ndarray, threshold=0.4, how="FMO 99.5th percen
                       how={f"{FMO_MARKER}.min": how} if g.startswith(("NKG2A", "Tcells_")) else {})
              for g in _IDS]
     view = SimpleNamespace(name="fake", transform_specs=TRANSFORMS, values=lambda dim: cd159a)
+
+    def events_in(gate, flags=()):  # as TubeGating.events_in: the gate's events, one marker here
+        m = masks[gate]
+        return KeptEvents(gate, [FMO_MARKER], cd159a[m][:, None], {f: masks[f][m] for f in flags})
+
     return SimpleNamespace(steps=steps, view=view, mask=lambda g: masks[g],
-                           count=lambda g: int(masks[g].sum()))
+                           count=lambda g: int(masks[g].sum()), events_in=events_in)
 
 
 def test_nk_metrics_no_nk_cells():
