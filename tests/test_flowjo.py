@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mrdflow.gating import GatingError, TubeView, gate_tube, template_from_workspace
+from mrdflow.gating import GatingError, TubeView, gate_tube, gate_tube_streamed, template_from_workspace
 from mrdflow.io import read_fcs
 from mrdflow.panels import Panel, resolve_panel
 
@@ -42,6 +42,13 @@ def test_workspace_counts_equal_flowkit(shared, wsp, group):
     ours = {s.gate_id: s.count for s in g.steps}
     assert ours == dict(zip(ref["gate_name"], ref["count"]))
     assert any(ours.values())
+    # Streamed in chunks (7 events for the 100-event file): a workspace is applied as drawn, so
+    # even a placement sample of half the events changes no count.
+    v = _view(fcs)
+    st = gate_tube_streamed(template, fcs, v.resolved, None, v.transform_specs, placement_events=max(1, v.n // 2),
+                            chunk_events=7 if v.n < 1000 else 15_013)
+    assert st.sample.n_events == max(1, v.n // 2) < st.n_events == v.n
+    assert {s.gate_id: s.count for s in st.steps} == ours
 
 
 def test_unknown_group_is_named(shared):

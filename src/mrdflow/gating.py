@@ -1123,7 +1123,7 @@ def gate_tube_streamed(template: GatingTemplate, path: str | Path, resolved: Res
     n = 0
     for _, chunk in source.chunks():
         ev = chunk.events
-        res = engine.evaluate(ev, header.pnn, sample_comp=sample_comp)
+        res = engine.evaluate(ev, header.pnn, sample_comp=sample_comp, pns=header.pns)
         for p in counts:
             counts[p] += res.count(p)
         nonfinite += nonfinite_rows(ev)
