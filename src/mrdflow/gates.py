@@ -780,11 +780,20 @@ def _single_threaded_blas():
     small machines OpenBLAS threading made them ~50x slower.  Each row's arithmetic is the same
     whatever the thread count, so results do not change.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover
+            return contextlib.nullcontext()
+        # Finding the loaded BLAS libraries takes ~3 ms; a streamed tube asks for the limit per
+        # chunk and per column pass, so the libraries are looked up once (numpy's BLAS, the one
+        # these products use, is loaded by then).
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+
+
+_BLAS_CONTROLLER = None
 
 
 def _evaluate_population(pop: _Population, chunk: _ChunkData, members, start: int, stop: int, refs) -> np.ndarray:

@@ -33,6 +33,7 @@ import yaml
 from mrdflow.density import density, peaks, threshold_valley, valley_between
 from mrdflow.errors import MrdflowError
 from mrdflow.gates import GateEngine, GateResult, available_cpus, points_in_polygon
+from mrdflow.gates import _single_threaded_blas as single_threaded_blas
 from mrdflow.io import FCSData
 from mrdflow.panels import Panel, ResolvedPanel
 from mrdflow.qc import QCSettings, singlet_gate, time_qc
@@ -360,11 +361,9 @@ class TubeView:
                 tf = self._fl if self.kind(d) == "fluorescence" else self._sc
                 out[d][start:stop] = apply_transform(tf, src, out_dtype=np.float32)
 
-        from threadpoolctl import threadpool_limits
-
         bounds = [(s, min(s + self.CHUNK, self.n)) for s in range(0, self.n, self.CHUNK)]
         workers = int(workers or self.workers)
-        with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
             if workers <= 1 or len(bounds) <= 1:
                 for b in bounds:
                     run(*b)
