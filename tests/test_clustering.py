@@ -102,3 +102,18 @@ def test_too_few_events_is_a_clear_error(tmp_path):
     save_pc_events(tmp_path / "x.npz", [t])
     with pytest.raises(Exception, match="too few to fit"):
         fit_pc_model([tmp_path / "x.npz"], REF, SETTINGS)
+
+
+def test_fitting_subsample_is_capped_in_total(files):
+    """A large cohort lowers the per-tube cap so the pooled fitting matrix stays bounded."""
+    import dataclasses
+
+    from mrdflow.clustering import fit_cap
+
+    paths, _ = files
+    assert fit_cap(SETTINGS, 3) == 2000  # 3 samples × 2 tubes × 2000 is under the 2×10^6 default
+    small = dataclasses.replace(SETTINGS, max_events_total=1200)
+    assert fit_cap(small, 3) == 200 and fit_cap(small, 10**6) == 1
+    model = fit_pc_model(paths, REF, small)
+    assert model.n_fit_events == 6 * 200  # every tube has more than 200 PC events
+    assert model.aberrant.any() and (~model.aberrant).any()

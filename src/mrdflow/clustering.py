@@ -57,7 +57,9 @@ class ClusteringSettings:
     """Config ``clustering``.
 
     n_clusters: k of the k-means model. max_events_per_tube: cap on each tube's PC events in the
-    fitting subsample (events). seed: random seed (subsample and k-means). chunk_events: events per
+    fitting subsample (events). max_events_total: cap on the whole fitting subsample (events): with
+    many samples the per-tube cap shrinks to ``max_events_total / (2 tubes × samples)``, so the
+    pooled matrix (and k-means' float64 copy of it) stays bounded however large the cohort. seed: random seed (subsample and k-means). chunk_events: events per
     mapping task. scheduler: ``local`` (a LocalCluster started here) or ``address`` (connect to
     ``address``). n_workers / threads_per_worker / processes / memory_limit: the local cluster.
     max_distance: a cluster whose phenotype distance (RMS z-score) to the normal-PC reference
@@ -69,6 +71,7 @@ class ClusteringSettings:
 
     n_clusters: int = 24
     max_events_per_tube: int = 20000
+    max_events_total: int = 2_000_000
     seed: int = 596
     chunk_events: int = 200000
     scheduler: str = "local"
@@ -163,6 +166,12 @@ def dask_client(settings: ClusteringSettings):
         dashboard_address=None,
     ) as cluster, Client(cluster) as client:
         yield client
+
+
+def fit_cap(settings: ClusteringSettings, n_files: int) -> int:
+    """PC events per tube in the fitting subsample: ``max_events_per_tube``, lowered so that
+    ``n_files`` samples of two NGF tubes give at most ``max_events_total`` events."""
+    return max(1, min(settings.max_events_per_tube, settings.max_events_total // max(1, 2 * n_files)))
 
 
 def _subsample(path: str, cap: int, seed: int) -> np.ndarray:
@@ -350,7 +359,7 @@ def fit_pc_model(files: Sequence[str | Path], reference: NormalPCReference, sett
         own = dask_client(settings)
         client = own.__enter__()
     try:
-        futures = client.map(_subsample, files, cap=settings.max_events_per_tube, seed=settings.seed, pure=False)
+        futures = client.map(_subsample, files, cap=fit_cap(settings, len(files)), seed=settings.seed, pure=False)
         parts = client.gather(futures)
         x = np.concatenate(parts) if parts else np.zeros((0, len(BACKBONE)), np.float32)
         if x.shape[0] < settings.n_clusters * 5:
