@@ -85,6 +85,8 @@ def test_whole_tube_as_placement_sample_equals_in_memory(tubes, panel):
         np.testing.assert_array_equal(a.flags[f], b.flags[f])
     if panel == "ngf_tube1":
         assert st.qc["time"]["segments"] and any(s.gate_id == "TimeOK_bad1" for s in st.steps)
+    for key, value in mem.qc["time"].items():
+        assert st.qc["time"][key] == (pytest.approx(value, abs=1e-12) if key == "removed_fraction" else value), key
 
 
 def test_smaller_placement_sample_counts_every_event(tubes):
@@ -93,6 +95,8 @@ def test_smaller_placement_sample_counts_every_event(tubes):
     mem = _in_memory(path, "ngf_tube2")
     st = _streamed(path, "ngf_tube2", placement_events=6000)
     assert st.sample.n_events == 6000 and st.qc["placement"] == {"events": 6000, "of": 20000, "seed": 0}
+    # the time QC's removed fraction is over every event too
+    assert st.qc["time"]["removed_fraction"] == 1 - st.count("TimeOK") / st.n_events
     assert st.n_events == 20000
     # the masks and plots are the sample's; the counts and kept events are every event's
     assert st.mask("PC").shape == (6000,)

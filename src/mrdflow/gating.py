@@ -738,7 +738,7 @@ class _Placer:
         sig_dims = [d for d in ("FSC-A", "SSC-A") if d in view.resolved.index] + list(view.fluorescence)
         view.prefetch(sig_dims)
         signals = [view.values(d) for d in sig_dims]
-        res = time_qc(t, signals, self.qc_settings, signal_names=sig_dims)
+        res = time_qc(t, signals, self.qc_settings, signal_names=sig_dims, span=self.events.time_span())
         pmask = self._parent_mask(parent)
         self.qc["time"] = {
             "segments": [list(s) for s in res.segments],
@@ -846,6 +846,10 @@ class _AllEvents:
         """The smallest finite Time (s), None without one."""
         raise NotImplementedError
 
+    def time_span(self) -> tuple[float, float] | None:
+        """(first, last) finite Time (s) of the tube; None to let the time QC use its events'."""
+        raise NotImplementedError
+
     def between(self, edges: Sequence[float]) -> list[float]:
         """Each Time edge moved midway between the event times around it (:func:`_edge_between`)."""
         raise NotImplementedError
@@ -871,6 +875,9 @@ class _ViewEvents(_AllEvents):
     def time_min(self) -> float | None:
         d = self._times()
         return float(d[0]) if d.size else None
+
+    def time_span(self) -> tuple[float, float] | None:
+        return None  # the view holds every event: the time QC's own range is the tube's
 
     def between(self, edges: Sequence[float]) -> list[float]:
         d = self._times()
@@ -953,13 +960,16 @@ class _StreamEvents(_AllEvents):
     """Facts about every event of a streamed tube: minima/maxima gathered while the placement
     sample was drawn, Time neighbours of QC edges in one more pass over the Time column."""
 
-    def __init__(self, source: _Source, time_min: float | None, maxima: Mapping[str, float | None]):
+    def __init__(self, source: _Source, time_span: tuple[float, float] | None, maxima: Mapping[str, float | None]):
         self.source = source
-        self._time_min = time_min
+        self._time_span = time_span
         self._maxima = dict(maxima)
 
     def time_min(self) -> float | None:
-        return self._time_min
+        return self._time_span[0] if self._time_span else None
+
+    def time_span(self) -> tuple[float, float] | None:
+        return self._time_span
 
     def max_value(self, dim: str) -> float | None:
         if dim not in self._maxima:
@@ -1006,6 +1016,7 @@ def _placement_sample(source: _Source, n_keep: int, seed: int) -> tuple[FCSData,
     out = np.empty((k_left, header.n_parameters), np.float32)
     filled = 0
     tmin: float | None = None
+    tmax: float | None = None
     scatter = [d for d in source.resolved.index if d != "Time" and d not in {m.name for m in source.resolved.panel.markers}]
     maxima: dict[str, float | None] = {d: None for d in scatter}
     has_time = "Time" in source.resolved.index
@@ -1023,13 +1034,15 @@ def _placement_sample(source: _Source, n_keep: int, seed: int) -> tuple[FCSData,
             t = t[np.isfinite(t)]
             if t.size:
                 tmin = float(t.min()) if tmin is None else min(tmin, float(t.min()))
+                tmax = float(t.max()) if tmax is None else max(tmax, float(t.max()))
         for d in scatter:
             mx = _finite_max(cv.values(d))
             if mx is not None:
                 maxima[d] = mx if maxima[d] is None else max(maxima[d], mx)
     if filled != out.shape[0]:  # the file changed under us
         raise GatingError(f"{source.name}: read {filled} placement events, expected {out.shape[0]}")
-    return FCSData.from_events(header, out), _StreamEvents(source, tmin, maxima)
+    span = (tmin, tmax) if tmin is not None else None
+    return FCSData.from_events(header, out), _StreamEvents(source, span, maxima)
 
 
 @dataclass
@@ -1088,14 +1101,15 @@ def gate_tube_streamed(template: GatingTemplate, path: str | Path, resolved: Res
                        workers: int | None = None, chunk_size: int = 1 << 18) -> StreamedGating:
     """Gate a tube too large to hold: place on a sample, count every event in a stream.
 
-    Three sequential reads of the file (a fourth, of Time only, when the time QC flags segments):
+    Two sequential reads of the file (a third, of Time only, when the time QC flags segments):
     (1) a uniform random sample of ``placement_events`` events (seeded by ``seed``) and the
-    all-event minimum of Time and maxima of the scatter dimensions; (2) the template placed on the
-    sample exactly as :func:`gate_tube` places it on a whole tube, time-QC edges put between the
-    event times of the whole tube and the singlet wedge tall enough for all of its events;
-    (3) the placed gates evaluated by :class:`~mrdflow.gates.GateEngine` on each chunk of
-    ``chunk_events`` events: counts per population, non-finite events, and the events (markers in
-    gate units, flag gates) of each population in ``keep`` ({gate id: flag gate ids}).
+    all-event range of Time and maxima of the scatter dimensions; then the template placed on the
+    sample exactly as :func:`gate_tube` places it on a whole tube, with time-QC bins over the whole
+    run, its edges put between the event times of the whole tube and the singlet wedge tall enough
+    for all of its events; (2) the placed gates evaluated by :class:`~mrdflow.gates.GateEngine` on
+    each chunk of ``chunk_events`` events: counts per population (the time QC's removed fraction
+    among them), non-finite events, and the events (markers in gate units, flag gates) of each
+    population in ``keep`` ({gate id: flag gate ids}).
 
     Memory is the placement sample (as a tube of that size), one chunk and its working columns,
     and the kept events: it does not grow with the tube. With ``placement_events`` at least the
@@ -1150,5 +1164,13 @@ def gate_tube_streamed(template: GatingTemplate, path: str | Path, resolved: Res
         pc = counts[resolve(st.parent)] if st.parent else n
         steps.append(replace(st, count=int(c), parent_count=int(pc)))
     qc = dict(sample.qc)
+    # The time QC's removed fraction (and so the flow-rate failure that makes MRD not evaluable)
+    # from every event, not the sample's estimate.
+    by_id = {st.gate_id: st for st in steps}
+    for gid, rule in template.rules.items():
+        if rule.method == "time_qc" and "time" in qc and gid in by_id and by_id[gid].parent_count:
+            removed = 1.0 - by_id[gid].count / by_id[gid].parent_count
+            qc["time"] = {**qc["time"], "removed_fraction": removed,
+                          "failed": removed > qc_settings.max_removed_fraction}
     qc["placement"] = {"events": int(sample.n_events), "of": int(n), "seed": int(seed)}
     return StreamedGating(sample.strategy, steps, qc, sample, n, nonfinite, kept, counts)

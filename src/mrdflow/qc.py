@@ -98,17 +98,18 @@ def _columns(signals) -> list[np.ndarray]:
 
 
 def time_qc(time: np.ndarray, signals, settings: QCSettings = QCSettings(),
-            signal_names: list[str] | None = None) -> TimeQC:
+            signal_names: list[str] | None = None, span: tuple[float, float] | None = None) -> TimeQC:
     """Flag time bins whose event rate or mean signal is anomalous.
 
     ``time``: the Time channel (any monotone unit). ``signals``: events × k matrix, or a list of k
     event columns, of transformed channels (e.g. logicle of fluorescence, scatter scaled to 0–1)
-    checked for drift, or None.
+    checked for drift, or None. ``span``: (first, last) Time of the acquisition when ``time`` is a
+    sample of its events (the bins then cover the whole run); default: ``time``'s own range.
     """
     n = time.shape[0]
     if n == 0:
         return TimeQC(np.zeros(0, bool), np.zeros(1), np.zeros(0), np.zeros(0, bool))
-    t0, t1 = float(np.min(time)), float(np.max(time))
+    t0, t1 = span if span is not None else (float(np.min(time)), float(np.max(time)))
     nbins = int(max(1, min(settings.time_bins, n // max(1, settings.min_events_per_bin))))
     if t1 <= t0 or nbins < 5:
         return TimeQC(np.ones(n, bool), np.array([t0, t1]), np.array([n / max(t1 - t0, 1e-9)]), np.zeros(1, bool))
