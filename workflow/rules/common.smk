@@ -91,6 +91,23 @@ def sample_runtime(wildcards, input, attempt):
     return int((10 + 3 * events / 1e6 / 60) * attempt) + 1
 
 
+def metrics_mem_mb(wildcards, input, attempt):
+    """Memory (MB) of sample_metrics: the sample's PC events (the .npz members' uncompressed size,
+    read from its zip directory) four times over (the events, their backbone columns, float64
+    mapping chunks, the aberrant flags) plus 600 MB of interpreter and libraries; at least 1000 MB,
+    larger on a retry. A high-burden marrow keeps tens of millions of PC events."""
+    import zipfile
+
+    raw_mb = 0.0
+    if os.path.exists(input.pc_events):
+        try:
+            with zipfile.ZipFile(input.pc_events) as z:
+                raw_mb = sum(i.file_size for i in z.infolist()) / 1e6
+        except (OSError, zipfile.BadZipFile):
+            raw_mb = os.path.getsize(input.pc_events) / 1e6
+    return int(max(1000, 600 + 4 * raw_mb) * attempt)
+
+
 def sample_threads(wildcards, input):
     """2 threads for samples of 100 MB of FCS or more (about 10^6 events a tube and up, where row
     chunks in parallel pay off), else 1: small samples run better side by side."""

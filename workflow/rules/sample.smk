@@ -34,7 +34,7 @@ rule sample_metrics:
         "results/samples/{sample}/metrics.json",
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=metrics_mem_mb,
         runtime=10,
     log:
         "logs/samples/{sample}/sample_metrics.log",
