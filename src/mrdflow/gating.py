@@ -469,8 +469,8 @@ class TubeGating:
         which of them it holds."""
         m = self.mask(gate_id)
         markers = [mk.name for mk in self.view.resolved.panel.markers]
-        values = (np.column_stack([self.view.values(mk)[m] for mk in markers]).astype(np.float32) if m.any()
-                  else np.zeros((0, len(markers)), np.float32))
+        values = (np.column_stack([self.view.values(mk)[m] for mk in markers]).astype(np.float32, copy=False)
+                  if m.any() else np.zeros((0, len(markers)), np.float32))
         return KeptEvents(gate_id, markers, values, {f: np.asarray(self.mask(f))[m] for f in flags})
 
     def table(self) -> list[dict]:
@@ -891,14 +891,19 @@ class _ViewEvents(_AllEvents):
         return _finite_max(self.view.values(dim))
 
 
+def _either(f, a: float | None, b: float | None) -> float | None:
+    """``f(a, b)`` where either may be None (not seen yet): the other one then."""
+    return b if a is None else a if b is None else f(a, b)
+
+
 def _finite_max(v: np.ndarray, chunk: int = 1 << 20) -> float | None:
+    """The largest finite value of ``v`` (None without one), a chunk at a time."""
     best = None
     for s in range(0, v.shape[0], chunk):
         part = v[s:s + chunk]
         part = part[np.isfinite(part)]
         if part.size:
-            m = float(part.max())
-            best = m if best is None else max(best, m)
+            best = _either(max, best, float(part.max()))
     return best
 
 
@@ -975,9 +980,7 @@ class _StreamEvents(_AllEvents):
         if dim not in self._maxima:
             best = None
             for _, chunk in self.source.chunks():
-                m = _finite_max(self.source.view(chunk, 1).values(dim))
-                if m is not None:
-                    best = m if best is None else max(best, m)
+                best = _either(max, best, _finite_max(self.source.view(chunk, 1).values(dim)))
             self._maxima[dim] = best
         return self._maxima[dim]
 
@@ -993,11 +996,9 @@ class _StreamEvents(_AllEvents):
             idx = np.searchsorted(t, e)  # t[idx - 1] < edge <= t[idx]
             for j, i in enumerate(idx):
                 if i > 0:
-                    b = float(t[i - 1])
-                    below[j] = b if below[j] is None else max(below[j], b)
+                    below[j] = _either(max, below[j], float(t[i - 1]))
                 if i < t.size:
-                    a = float(t[i])
-                    above[j] = a if above[j] is None else min(above[j], a)
+                    above[j] = _either(min, above[j], float(t[i]))
         return [_edge_between(below[j], above[j], float(e[j])) for j in range(e.size)]
 
 
@@ -1033,12 +1034,9 @@ def _placement_sample(source: _Source, n_keep: int, seed: int) -> tuple[FCSData,
             t = cv.values("Time")
             t = t[np.isfinite(t)]
             if t.size:
-                tmin = float(t.min()) if tmin is None else min(tmin, float(t.min()))
-                tmax = float(t.max()) if tmax is None else max(tmax, float(t.max()))
+                tmin, tmax = _either(min, tmin, float(t.min())), _either(max, tmax, float(t.max()))
         for d in scatter:
-            mx = _finite_max(cv.values(d))
-            if mx is not None:
-                maxima[d] = mx if maxima[d] is None else max(maxima[d], mx)
+            maxima[d] = _either(max, maxima[d], _finite_max(cv.values(d)))
     if filled != out.shape[0]:  # the file changed under us
         raise GatingError(f"{source.name}: read {filled} placement events, expected {out.shape[0]}")
     span = (tmin, tmax) if tmin is not None else None
@@ -1145,8 +1143,8 @@ def gate_tube_streamed(template: GatingTemplate, path: str | Path, resolved: Res
     sample_comp = (list(compensation.detectors), compensation.spill) if compensation is not None else None
     counts = {p: 0 for p in engine.paths}
     nonfinite = 0
-    keep = {g: list(f) for g, f in (keep or {}).items() if g in {s.gate_id for s in sample.steps}}
     step_ids = {s.gate_id for s in sample.steps}
+    keep = {g: list(f) for g, f in (keep or {}).items() if g in step_ids}
     markers = [m.name for m in resolved.panel.markers]
     parts: dict[str, list[np.ndarray]] = {g: [] for g in keep}
     flag_parts: dict[str, dict[str, list[np.ndarray]]] = {g: {f: [] for f in fl if f in step_ids} for g, fl in keep.items()}

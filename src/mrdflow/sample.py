@@ -96,7 +96,7 @@ def settings_from_config(config: Mapping, panels: Mapping[str, Panel], gating_di
 # Stage 1
 # ---------------------------------------------------------------------------------------------
 
-def _setup(tube: Tube, path: Path, header, settings: SampleSettings):
+def _setup(tube: Tube, header, settings: SampleSettings):
     """(resolved panel, compensation, transform specs) of one tube, checked against its header."""
     from mrdflow.transforms import CompensationError, compensation_for
 
@@ -128,7 +128,7 @@ def _gate(tube: Tube, data_dir: Path, settings: SampleSettings, fmo) -> "TubeGat
 
     path = data_dir / tube.fcs
     header = read_header(path)
-    resolved, comp, transforms = _setup(tube, path, header, settings)
+    resolved, comp, transforms = _setup(tube, header, settings)
     template = settings.template(tube.panel)
     if header.n_events > settings.placement_events:
         log.info("%s: %d events: streamed, gates placed on a sample of %d", tube.fcs, header.n_events,
@@ -160,7 +160,7 @@ def _tube_qc(g: TubeGating, settings: SampleSettings) -> dict:
 
 def _pc_events(sample_id: str, tube: Tube, g: TubeGating) -> PCEvents:
     ids = {s.gate_id for s in g.steps}
-    flags = ("PC_kappa", "PC_lambda") if "PC_kappa" in ids else ()
+    flags = STREAM_KEEP["PC"] if set(STREAM_KEEP["PC"]) <= ids else ()  # κ/λ: NGF tube 2 only
     k = g.events_in("PC", flags)
     kappa = k.flags["PC_kappa"] if flags else None
     lam = k.flags["PC_lambda"] if flags else None
