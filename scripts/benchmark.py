@@ -47,7 +47,7 @@ def _row(visit: str, tube: str, sample_id: str, fcs: str) -> dict:
 
 
 def _design(events: int):
-    from mrdflow.simulate import load_design
+    from mrdflow.demo import load_design
 
     d = load_design(REPO / "resources" / "demo" / "design.yaml")
     d["events"] = {**d.get("events", {}), "bm_week4": int(events)}
@@ -57,7 +57,7 @@ def _design(events: int):
 
 def prepare(cache: Path, events: int) -> tuple[Path, Path]:
     """The cached big tube and the cached PC model (simulated / fitted when missing)."""
-    from mrdflow.simulate import simulate_file
+    from mrdflow.demo import simulate_file
 
     cache.mkdir(parents=True, exist_ok=True)
     big = _row("week4", "ngf1", f"BENCH_{events}", f"bench_{events}_ngf1.fcs")
@@ -94,7 +94,7 @@ def _tubes(rows):
 def _fit_model(cache: Path, out: Path) -> None:
     from mrdflow.clustering import ClusteringSettings, fit_pc_model, load_reference
     from mrdflow.sample import analyse_sample
-    from mrdflow.simulate import load_design, simulate_file
+    from mrdflow.demo import load_design, simulate_file
 
     design = load_design(REPO / "resources" / "demo" / "design.yaml")
     rows = [_row("baseline", t, "MODEL_BM_baseline", f"model_{t}.fcs") for t in ("ngf1", "ngf2")]

@@ -25,7 +25,7 @@ import numpy as np
 from mrdflow.clustering import BACKBONE
 from mrdflow.config import load_config, read_samples
 from mrdflow.panels import load_panels
-from mrdflow.sample import _view, settings_from_config
+from mrdflow.sample._analysis import _view, settings_from_config
 from mrdflow.gating import gate_tube
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _rule import setup_logging  # noqa: E402
 
-from mrdflow.cohort import write_anndata  # noqa: E402
+from mrdflow.cohort._tables import write_anndata  # noqa: E402
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])

@@ -6,7 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _rule import setup_logging  # noqa: E402
 
-from mrdflow.cohort import write_cohort  # noqa: E402
+from mrdflow.cohort._tables import write_cohort  # noqa: E402
 from mrdflow.config import read_clinical, validate_config  # noqa: E402
 
 smk = snakemake  # noqa: F821

@@ -1,11 +1,11 @@
-"""Rule script: write results/inventory.tsv (see mrdflow.inventory). Runs under Snakemake's
+"""Rule script: write results/inventory.tsv (see mrdflow.io). Runs under Snakemake's
 `script:` or from the command line: python scripts/inventory.py SAMPLES DATA_DIR PANELS_DIR OUT."""
 
 import logging
 import sys
 
 from mrdflow.config import read_samples
-from mrdflow.inventory import inventory, write_inventory
+from mrdflow.io import inventory, write_inventory
 from mrdflow.panels import load_panels
 
 

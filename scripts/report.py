@@ -1,4 +1,4 @@
-"""Rule report: results/report.html, the self-contained cohort report (mrdflow.report.build_report)."""
+"""Rule report: results/report.html, the self-contained cohort report (mrdflow.cohort.build_report)."""
 
 import sys
 from pathlib import Path
@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _rule import setup_logging  # noqa: E402
 
 from mrdflow.config import validate_config  # noqa: E402
-from mrdflow.report import build_report  # noqa: E402
+from mrdflow.cohort import build_report  # noqa: E402
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])

@@ -12,7 +12,7 @@ taken from the injected ``snakemake`` object instead of the command line.
 """
 import sys
 
-from mrdflow.simulate import main
+from mrdflow.demo import main
 
 
 def _from_snakemake(smk) -> int:

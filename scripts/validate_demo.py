@@ -4,13 +4,13 @@
 
 Prints, per sample and read-out, measured vs planted with a verdict, then the cohort summary
 (results/cohort) against the planted truth and the CT0596 poster, and ends with
-'N passed, M failed'. Exit status 1 when anything failed. Bars: see mrdflow.validate.Bars.
+'N passed, M failed'. Exit status 1 when anything failed. Bars: see mrdflow.demo.Bars.
 """
 
 import argparse
 import sys
 
-from mrdflow.validate import Bars, PosterNumbers, format_report, validate, validate_cohort
+from mrdflow.demo import Bars, PosterNumbers, format_report, validate, validate_cohort
 
 
 def main(argv=None) -> int:

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from mrdflow import simulate as sim
-from mrdflow.cart import (CART_GATES, CARTError, CARTMetrics, absolute_count, cart_metrics,
+import mrdflow.demo._simulate as sim
+from mrdflow.sample import (CART_GATES, CARTError, CARTMetrics, absolute_count, cart_metrics,
                           gate_cart_tube)
 from mrdflow.gating import GateStep, load_template
 from mrdflow.panels import load_panels

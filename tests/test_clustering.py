@@ -108,7 +108,7 @@ def test_fitting_subsample_is_capped_in_total(files):
     """A large cohort lowers the per-tube cap so the pooled fitting matrix stays bounded."""
     import dataclasses
 
-    from mrdflow.clustering import fit_cap
+    from mrdflow.clustering._model import fit_cap
 
     paths, _ = files
     assert fit_cap(SETTINGS, 3) == 2000  # 3 samples × 2 tubes × 2000 is under the 2×10^6 default

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrdflow import cohort_plots as cp
+import mrdflow.cohort._figures as cp
 
 IDS = [f"PT0{i}" for i in range(1, 9)]
 ASSOC = {"rho": -0.7142857, "p_value": 0.0575, "p_method": "exact", "n": 7, "ci_low": -0.953, "ci_high": -0.021}

@@ -1,7 +1,7 @@
 """Density valley/peak finding on seeded synthetic data."""
 import numpy as np
 
-from mrdflow.density import density, peaks, threshold_valley
+from mrdflow.gating import density, peaks, threshold_valley
 
 
 def test_bimodal_valley_found_between_modes():

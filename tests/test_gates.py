@@ -24,7 +24,7 @@ from flowkit import gates as fk_gates
 from flowutils import gating as fu_gating
 
 from mrdflow.errors import MrdflowError
-from mrdflow.gates import (
+from mrdflow.gating import (
     Feature,
     GateEngine,
     GateEngineError,

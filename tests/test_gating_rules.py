@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mrdflow.gating import GatingError, _bound_rule, _gmm_threshold, load_template
+from mrdflow.gating._gating import GatingError, _bound_rule, _gmm_threshold, load_template
 
 GATING = Path(__file__).resolve().parents[1] / "resources" / "gating"
 

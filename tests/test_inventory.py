@@ -6,7 +6,7 @@ import numpy as np
 
 from fcs_bytes import write_fcs
 from mrdflow.config import read_samples
-from mrdflow.inventory import inventory, parse_fcs_date, write_inventory
+from mrdflow.io import inventory, parse_fcs_date, write_inventory
 from mrdflow.panels import load_panels
 
 REPO = Path(__file__).resolve().parents[1]

@@ -486,7 +486,7 @@ def test_scale_in_place_equals_scaled(tmp_path):
     import numpy as np
 
     from mrdflow.io import read_fcs
-    from mrdflow.simulate import load_design, simulate_file
+    from mrdflow.demo import load_design, simulate_file
 
     design = load_design(Path(__file__).resolve().parents[1] / "config" / "test" / "design.yaml")
     row = {"sample_id": "PT01_BM_baseline", "patient_id": "PT01", "specimen": "BM", "visit": "baseline", "day": "-5",

@@ -1,7 +1,7 @@
 """The MRD call: pure-function cases from the brief, section 3."""
 import pytest
 
-from mrdflow.mrd import MRDSettings, TubeCount, hemodilution, mrd_call
+from mrdflow.sample import MRDSettings, TubeCount, hemodilution, mrd_call
 
 
 def test_negative_at_1e5_with_2e6_cells():

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import yaml
 
-from mrdflow import simulate as sim
+import mrdflow.demo._simulate as sim
 from mrdflow.gating import GateStep, KeptEvents, TubeView, gate_tube, load_template
 from mrdflow.io import read_fcs
-from mrdflow.nk import FMO_MARKER, NKError, NKMetrics, gate_nk_sample, nk_metrics
+from mrdflow.sample import FMO_MARKER, NKError, NKMetrics, gate_nk_sample, nk_metrics
 from mrdflow.panels import load_panels, resolve_panel
-from mrdflow.transforms import compensation_for, make_transform
+from mrdflow.gating import compensation_for, make_transform
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SAMPLES = REPO / "config" / "test" / "samples.tsv"
@@ -210,7 +210,7 @@ def test_nk_metrics_needs_the_nk_template():
 
 
 def test_floor_rule_is_validated():
-    from mrdflow.gating import GatingError, _bound_rule
+    from mrdflow.gating._gating import GatingError, _bound_rule
 
     br = _bound_rule({"method": "valley", "window": [0.2, 0.5],
                       "floor": {"method": "tail", "population": "Tcells", "k": 3, "window": [0.2, 0.45]}}, "x")

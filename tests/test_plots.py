@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mrdflow import simulate as sim
+import mrdflow.demo._simulate as sim
 from mrdflow.gating import TubeView, gate_tube, load_template
 from mrdflow.io import read_fcs
 from mrdflow.panels import load_panels, resolve_panel
-from mrdflow.plots import density2d, plot_file_name, plot_gating
-from mrdflow.transforms import compensation_for
+from mrdflow.sample._plots import density2d, plot_file_name, plot_gating
+from mrdflow.gating import compensation_for
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DESIGN = REPO / "config/test/design.yaml"

@@ -1,7 +1,7 @@
 """QC steps on seeded synthetic acquisitions."""
 import numpy as np
 
-from mrdflow.qc import QCSettings, singlet_gate, time_qc
+from mrdflow.gating import QCSettings, singlet_gate, time_qc
 
 
 def _acquisition(n=100_000, clog=(40.0, 46.0), seed=0):

@@ -1,4 +1,4 @@
-"""The self-contained HTML cohort report (mrdflow.report) on a small hand-made results tree."""
+"""The self-contained HTML cohort report (mrdflow.cohort) on a small hand-made results tree."""
 
 import re
 import shutil
@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mrdflow.cohort import response_summary, table1, write_tsv
-from mrdflow.report import FIGURES, SECTIONS, build_report
+from mrdflow.cohort._tables import response_summary, table1, write_tsv
+from mrdflow.cohort import FIGURES, SECTIONS, build_report
 
 SECTION_IDS = [s for s, _ in SECTIONS]
 PLANTED = "SMITH^JOHN"

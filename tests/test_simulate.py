@@ -11,8 +11,8 @@ import flowkit as fk
 import numpy as np
 import pytest
 
-from mrdflow import simulate as sim
-from mrdflow.io.writer import format_spillover, write_fcs
+import mrdflow.demo._simulate as sim
+from mrdflow.io import format_spillover, write_fcs
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DESIGN = REPO / "config/test/design.yaml"
@@ -20,7 +20,7 @@ TINY_SAMPLES = REPO / "config/test/samples.tsv"
 DEMO = REPO / "resources/demo"
 
 try:  # the project's reader; FlowKit stands in where it is not there yet
-    from mrdflow.io.reader import read_fcs as _read_fcs
+    from mrdflow.io import read_fcs as _read_fcs
 except ImportError:  # pragma: no cover
     _read_fcs = None
 

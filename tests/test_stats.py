@@ -9,8 +9,8 @@ import pytest
 from scipy import stats as st
 from scipy.stats.contingency import odds_ratio
 
-from mrdflow import stats as S
-from mrdflow.stats import Association, associations, fisher, mann_whitney, spearman
+import mrdflow.cohort._stats as S
+from mrdflow.cohort import Association, associations, fisher, mann_whitney, spearman
 
 FAST = dict(n_perm=2000, n_boot=500)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mrdflow import simulate as sim
+import mrdflow.demo._simulate as sim
 from mrdflow.gating import StreamedGating, TubeView, gate_tube, gate_tube_streamed, load_template
 from mrdflow.io import read_fcs, read_header
 from mrdflow.panels import load_panels, resolve_panel
-from mrdflow.transforms import compensation_for
+from mrdflow.gating import compensation_for
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DESIGN = REPO / "config/test/design.yaml"
@@ -117,7 +117,7 @@ def test_smaller_placement_sample_counts_every_event(tubes):
 
 
 def test_streaming_reads_one_chunk_at_a_time(tubes, monkeypatch):
-    import mrdflow.io.reader as reader
+    import mrdflow.io._reader as reader
 
     folder, rows = tubes
     path = folder / next(r["fcs"] for r in rows if r["panel"] == "ngf_tube1")
@@ -157,7 +157,7 @@ def test_analyse_sample_streams_above_placement_events(tubes, tmp_path):
     assert settings.placement_events == 5_000_000  # the default: these 20 000-event tubes are read whole
     # 100 time bins for both runs (the default asks 200 events a bin, which a 12 000-event sample
     # cannot fill: its segments would be cut on a coarser grid)
-    from mrdflow.qc import QCSettings
+    from mrdflow.gating import QCSettings
 
     settings = dataclasses.replace(settings, qc=QCSettings(min_events_per_bin=100))
     tube_list = [Tube(**{**{k: v for k, v in r.items() if k not in ("fmo_marker", "beads_per_tube", "blood_volume_ul")},

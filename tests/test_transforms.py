@@ -3,7 +3,7 @@ import flowkit as fk
 import numpy as np
 import pytest
 
-from mrdflow.transforms import (
+from mrdflow.gating import (
     CompensationError,
     compensation_for,
     make_transform,
@@ -75,7 +75,7 @@ def test_fast_logicle_matches_flowkit(t, w, m, a):
     """The vectorised logicle gives FlowKit's (flowutils') values to ~1e-15 across the scale."""
     import flowkit as fk
 
-    from mrdflow.transforms import FastLogicle, apply_transform
+    from mrdflow.gating._transforms import FastLogicle, apply_transform
 
     rng = np.random.default_rng(7)
     x = np.concatenate([rng.normal(0, 300, 20000), np.exp(rng.uniform(-6, 14, 40000)),
@@ -93,7 +93,7 @@ def test_fast_logicle_matches_flowkit(t, w, m, a):
 
 
 def test_fast_logicle_rejects_bad_parameters():
-    from mrdflow.transforms import FastLogicle
+    from mrdflow.gating._transforms import FastLogicle
 
     with pytest.raises(ValueError, match="invalid logicle"):
         FastLogicle(262144, 3.0, 4.5, 0.0)  # W > M/2
@@ -103,7 +103,7 @@ def test_fast_logicle_non_finite_as_flowkit():
     """NaN and ±inf give FlowKit's (flowutils') value, so gate counts agree with FlowKit."""
     import flowkit as fk
 
-    from mrdflow.transforms import apply_transform
+    from mrdflow.gating import apply_transform
 
     tr = fk.transforms.LogicleTransform(param_t=262144, param_w=0.5, param_m=4.5, param_a=0.0)
     x = np.array([np.nan, np.inf, -np.inf, 1.0, -5.0, 1e4])

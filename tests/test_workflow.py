@@ -112,7 +112,7 @@ def test_gates_xml_reapplied_with_flowkit_gives_same_counts(tiny_run):
 def test_tiny_cohort_recovers_planted_truth(tiny_run):
     """The same validation as scripts/validate_demo.py, on the tiny cohort with looser bars
     (its tubes are 10-100x smaller than the demo's)."""
-    from mrdflow.validate import Bars, format_report, validate
+    from mrdflow.demo import Bars, format_report, validate
 
     bars = Bars(pc_abs=1.0, pc_rel=0.1, nkg2a_abs=3.0, aberrant_rel=0.3, aberrant_abs=15, cart_rel=0.2)
     checks = validate(tiny_run / "results", tiny_run / "data" / "test" / "truth.tsv", bars)
@@ -158,7 +158,7 @@ def test_cohort_outputs(tiny_run):
 def test_tiny_cohort_summary_recovers_planted_truth(tiny_run):
     """Cohort medians/ranges of PC % and NKG2A % and the week-4 MRD-negative count against the
     tiny cohort's planted truth (the demo's poster check is in scripts/validate_demo.py)."""
-    from mrdflow.validate import format_report, validate_cohort
+    from mrdflow.demo import format_report, validate_cohort
 
     checks = validate_cohort(tiny_run / "results", tiny_run / "data" / "test" / "truth.tsv", tol_points=1.0)
     report = format_report(checks)
@@ -184,7 +184,7 @@ def test_streamed_tubes_through_the_whole_dag(streamed_run):
     recovers the planted truth with the same bars as the in-memory run."""
     import json
 
-    from mrdflow.validate import Bars, format_report, validate, validate_cohort
+    from mrdflow.demo import Bars, format_report, validate, validate_cohort
 
     streamed = 0
     for stage1 in sorted((streamed_run / "results" / "samples").glob("*/stage1.json")):
@@ -212,7 +212,7 @@ PLANTED = {"$SRC": "SMITH^JOHN", "$PATIENT": "Jane Q Public", "$SMNO": "HOSP-009
 def _plant_identifiers(path: Path) -> None:
     """Rewrite an FCS file with the same events and keywords plus the PLANTED ones."""
     from mrdflow.io import read_fcs
-    from mrdflow.io.writer import write_fcs
+    from mrdflow.io import write_fcs
 
     d = read_fcs(path)
     structural = {"$BEGINANALYSIS", "$ENDANALYSIS", "$BEGINDATA", "$ENDDATA", "$BEGINSTEXT", "$ENDSTEXT",

@@ -1,5 +1,5 @@
 # Report: results/report.html, one self-contained HTML file (figures embedded, gating plots linked),
-# built from the cohort tables and figures (mrdflow.report). It is also registered for
+# built from the cohort tables and figures (mrdflow.cohort). It is also registered for
 # `snakemake --report` (category "Report").
 
 

@@ -1,23 +1,34 @@
-"""Input: reading FCS files (see :mod:`mrdflow.io.reader`)."""
+"""FCS in and out: the reader (any cytometer, FCS 2.0-3.1), the writer, and the per-file inventory.
 
-from mrdflow.io.reader import (
-    FCSData,
-    FCSHeader,
-    FCSReadError,
-    FCSReadWarning,
-    iter_events,
-    read_channel_values,
-    read_fcs,
-    read_header,
+Stage ``io`` (rule file ``workflow/rules/io.smk``). Everything downstream reads events through
+:func:`read_fcs` / :func:`iter_events`; nothing here knows about panels' biology.
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_inventory": [
+            "InventoryRow",
+            "inventory",
+            "parse_fcs_date",
+            "sha256_file",
+            "write_inventory",
+        ],
+        "_reader": [
+            "FCSReadError",
+            "FCSReadWarning",
+            "FCSHeader",
+            "FCSData",
+            "read_header",
+            "read_fcs",
+            "read_channel_values",
+            "iter_events",
+        ],
+        "_writer": [
+            "write_fcs",
+            "format_spillover",
+        ],
+    },
 )
-
-__all__ = [
-    "FCSData",
-    "FCSHeader",
-    "FCSReadError",
-    "FCSReadWarning",
-    "iter_events",
-    "read_channel_values",
-    "read_fcs",
-    "read_header",
-]

@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 
 from mrdflow.atomic import atomic_open
-from mrdflow.cohort import dose_label, read_tsv, table1_html
+from mrdflow.cohort._tables import dose_label, read_tsv, table1_html
 
 __all__ = ["FIGURES", "SECTIONS", "SOFTWARE", "build_report"]
 

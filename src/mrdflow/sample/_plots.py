@@ -43,7 +43,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Polygon, Rectangle
 
 from mrdflow.atomic import atomic_path
-from mrdflow.gates import points_in_polygon
+from mrdflow.gating import points_in_polygon
 from mrdflow.gating import GateStep, TubeGating
 
 __all__ = ["plot_gating", "plot_file_name"]

@@ -69,7 +69,7 @@ from flowkit import gates as fk_gates
 from flowkit.exceptions import QuadrantReferenceError
 
 from mrdflow.errors import MrdflowError
-from mrdflow.transforms import apply_transform
+from mrdflow.gating._transforms import apply_transform
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

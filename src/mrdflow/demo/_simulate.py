@@ -41,7 +41,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import yaml
 
-from mrdflow.io.writer import format_spillover, write_fcs
+from mrdflow.io import format_spillover, write_fcs
 
 __all__ = [
     "SIM_VERSION",
@@ -70,7 +70,7 @@ SAMPLE_COLUMNS = [
 TUBE_PANEL = {"ngf1": "ngf_tube1", "ngf2": "ngf_tube2", "nk": "pb_nk", "nk_fmo": "pb_nk",
               "cart": "pb_cart"}
 
-_REPO = Path(__file__).resolve().parents[2]
+_REPO = Path(__file__).resolve().parents[3]
 PANELS_DIR = _REPO / "resources" / "panels"
 
 # --------------------------------------------------------------------------------------------

@@ -31,9 +31,9 @@ from mrdflow.clustering import (PCEvents, PCModel, aberrant_events, load_pc_even
                                 save_pc_events)
 from mrdflow.config import Tube
 from mrdflow.errors import MrdflowError
-from mrdflow.mrd import HemodilutionSettings, MRDSettings, TubeCount, hemodilution, mrd_call
+from mrdflow.sample._mrd import HemodilutionSettings, MRDSettings, TubeCount, hemodilution, mrd_call
 from mrdflow.panels import Panel, resolve_panel
-from mrdflow.qc import QCSettings
+from mrdflow.gating import QCSettings
 
 # Stage 1 needs FlowKit (about a second to import); stage 2 and the cohort table do not, so the
 # gating imports happen inside the stage-1 functions.
@@ -98,7 +98,7 @@ def settings_from_config(config: Mapping, panels: Mapping[str, Panel], gating_di
 
 def _setup(tube: Tube, header, settings: SampleSettings):
     """(resolved panel, compensation, transform specs) of one tube, checked against its header."""
-    from mrdflow.transforms import CompensationError, compensation_for
+    from mrdflow.gating import CompensationError, compensation_for
 
     if header.n_events < settings.min_events:
         raise MrdflowError(f"{tube.fcs}: only {header.n_events} events (minimum {settings.min_events})")
@@ -289,7 +289,7 @@ def _save_nk_events(path: Path, sample_id: str, tubes: Sequence[Tube], gated: Ma
 
 
 def _plot_tube(plot_dir: Path, tube: str, g: TubeGating, sample_id: str) -> None:
-    from mrdflow.plots import plot_gating
+    from mrdflow.sample._plots import plot_gating
 
     title = f"{sample_id} · {tube}"
     if "placement" in g.qc:  # streamed: the plots show the placement sample, with its own counts
@@ -304,13 +304,13 @@ def _panel_readouts(tubes: Sequence[Tube], gated: Mapping[str, TubeGating], reco
     by_tube = {t.tube: t for t in tubes}
     nk_stain = [t for t in tubes if t.panel == "pb_nk" and t.role == "stain" and t.tube in gated]
     if nk_stain:
-        from mrdflow.nk import nk_metrics
+        from mrdflow.sample._nk import nk_metrics
 
         fmo = next((gated[t.tube] for t in tubes if t.panel == "pb_nk" and t.role == "fmo" and t.tube in gated), None)
         out["nk"] = nk_metrics(gated[nk_stain[0].tube], fmo).as_dict()
     cart = [t for t in tubes if t.panel == "pb_cart" and t.role == "stain" and t.tube in gated]
     if cart:
-        from mrdflow.cart import cart_metrics
+        from mrdflow.sample._cart import cart_metrics
 
         t = cart[0]
         out["cart"] = cart_metrics(gated[t.tube], by_tube[t.tube].beads_per_tube, by_tube[t.tube].blood_volume_ul).as_dict()

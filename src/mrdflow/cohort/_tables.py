@@ -3,7 +3,7 @@
 Visits are matched through the sample sheet's ``visit``/``day``/``infusion`` (copied into every
 ``metrics.json``), never through file names: the baseline marrow gives PC burden, the baseline PB
 NK tube gives NKG2A%, the week-4 marrow gives the MRD call, and the serial PB CAR-T tubes give the
-kinetics per infusion (:mod:`mrdflow.kinetics`).
+kinetics per infusion (:mod:`mrdflow.cohort`).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart
 
     ``cart_lloq``: CAR-T assay LLOQ in cells/µL (persistence = last day at or above it).
     """
-    from mrdflow.kinetics import kinetics as pk
+    from mrdflow.cohort._kinetics import kinetics as pk
 
     kin_rows, mrd_rows, rows = [], [], []
     offsets = {c["patient_id"]: _infusion_offsets(c) for c in clinical}
@@ -505,7 +505,7 @@ def write_cohort(metrics_files: Sequence[str | Path], clinical: Sequence[Mapping
                  outdir: str | Path) -> CohortTables:
     """Build and write every cohort table (:data:`COHORT_FILES`) from the samples' ``metrics.json``
     and the validated clinical rows. ``settings`` is the config's ``cohort`` section."""
-    from mrdflow.stats import associations
+    from mrdflow.cohort._stats import associations
 
     outdir = Path(outdir)
     metrics = load_metrics(metrics_files)
@@ -559,7 +559,7 @@ def nkg2a_auc_association(assoc: pd.DataFrame) -> dict | None:
 def write_cohort_figures(patients_tsv, kinetics_tsv, mrd_tsv, associations_tsv, outdir: str | Path, *,
                          lloq: float | None = None) -> list[Path]:
     """The cohort figures (PNG + SVG each) under ``outdir``: swimmer, kinetics, nkg2a_auc, mrd."""
-    from mrdflow import cohort_plots as cp
+    import mrdflow.cohort._figures as cp
 
     outdir = Path(outdir)
     patients, kin, mrd = read_tsv(patients_tsv), read_tsv(kinetics_tsv), read_tsv(mrd_tsv)

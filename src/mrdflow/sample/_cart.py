@@ -173,14 +173,14 @@ def gate_cart_tube(fcs_path: str | Path, panel, template, transforms: Mapping[st
 
     ``panel``: the pb_cart :class:`mrdflow.panels.Panel`; ``template``: the pb_cart
     :class:`mrdflow.gating.GatingTemplate`; ``transforms``: ``{"fluorescence": {...}, "scatter":
-    {...}}`` (config ``transforms``); ``qc_settings``: :class:`mrdflow.qc.QCSettings` (default when
+    {...}}`` (config ``transforms``); ``qc_settings``: :class:`mrdflow.gating.QCSettings` (default when
     None); ``compensation``: ``"fcs"`` (the file's $SPILLOVER), ``"none"`` or a matrix file.
     """
     from mrdflow.gating import TubeView, gate_tube
     from mrdflow.io import read_fcs
     from mrdflow.panels import resolve_panel
-    from mrdflow.qc import QCSettings
-    from mrdflow.transforms import compensation_for
+    from mrdflow.gating import QCSettings
+    from mrdflow.gating import compensation_for
 
     data = read_fcs(fcs_path)
     resolved = resolve_panel(panel, data.pnn, data.pns, file=str(fcs_path))

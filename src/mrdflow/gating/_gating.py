@@ -14,7 +14,7 @@ population gets a gate at a plausible place that stays (nearly) empty instead of
 noise.
 
 :func:`gate_tube` returns the per-sample ``GatingStrategy`` (dimensions renamed to the file's
-``$PnN``, config transforms) and the exact memberships from :class:`mrdflow.gates.GateEngine`, so
+``$PnN``, config transforms) and the exact memberships from :class:`mrdflow.gating.GateEngine`, so
 re-applying the exported ``gates.xml`` with FlowKit gives the same counts.
 """
 
@@ -30,14 +30,14 @@ import flowkit as fk
 import numpy as np
 import yaml
 
-from mrdflow.density import density, peaks, threshold_valley, valley_between
+from mrdflow.gating._density import density, peaks, threshold_valley, valley_between
 from mrdflow.errors import MrdflowError
-from mrdflow.gates import GateEngine, GateResult, available_cpus, points_in_polygon
-from mrdflow.gates import _single_threaded_blas as single_threaded_blas
+from mrdflow.gating._engine import GateEngine, GateResult, available_cpus, points_in_polygon
+from mrdflow.gating._engine import _single_threaded_blas as single_threaded_blas
 from mrdflow.io import FCSData
 from mrdflow.panels import Panel, ResolvedPanel
-from mrdflow.qc import QCSettings, singlet_gate, time_qc
-from mrdflow.transforms import Compensation, apply_transform, make_transform
+from mrdflow.gating._qc import QCSettings, singlet_gate, time_qc
+from mrdflow.gating._transforms import Compensation, apply_transform, make_transform
 
 __all__ = [
     "GatingError",
@@ -1121,7 +1121,7 @@ def gate_tube_streamed(template: GatingTemplate, path: str | Path, resolved: Res
     all-event range of Time and maxima of the scatter dimensions; then the template placed on the
     sample exactly as :func:`gate_tube` places it on a whole tube, with time-QC bins over the whole
     run, its edges put between the event times of the whole tube and the singlet wedge tall enough
-    for all of its events; (2) the placed gates evaluated by :class:`~mrdflow.gates.GateEngine` on
+    for all of its events; (2) the placed gates evaluated by :class:`~mrdflow.gating.GateEngine` on
     each chunk of ``chunk_events`` events: counts per population (the time QC's removed fraction
     among them), non-finite events, and the events (markers in gate units, flag gates) of each
     population in ``keep`` ({gate id: flag gate ids}).

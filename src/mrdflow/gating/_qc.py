@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mrdflow.density import threshold_valley
+from mrdflow.gating._density import threshold_valley
 
 __all__ = [
     "QCSettings",

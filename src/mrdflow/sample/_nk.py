@@ -29,8 +29,8 @@ from mrdflow.errors import MrdflowError
 from mrdflow.gating import GatingTemplate, TubeGating, TubeView, gate_tube
 from mrdflow.io import read_fcs
 from mrdflow.panels import Panel, resolve_panel
-from mrdflow.qc import QCSettings
-from mrdflow.transforms import compensation_for, make_transform
+from mrdflow.gating import QCSettings
+from mrdflow.gating import compensation_for, make_transform
 
 __all__ = ["NKMetrics", "NKError", "NK_GATES", "FMO_MARKER", "nk_metrics", "gate_nk_sample"]
 
