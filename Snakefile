@@ -12,12 +12,11 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/simulate.smk"
-include: "workflow/rules/inventory.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/io.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/clustering.smk"
 include: "workflow/rules/cohort.smk"
-include: "workflow/rules/report.smk"
 
 
 rule all:

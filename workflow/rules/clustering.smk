@@ -14,4 +14,4 @@ rule pc_model:
     log:
         "logs/cohort/pc_model.log",
     script:
-        "../../scripts/fit_pc_model.py"
+        "../scripts/pc_model.py"

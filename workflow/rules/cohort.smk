@@ -1,5 +1,5 @@
 # Cohort stage (mrdflow.cohort): per-sample metrics joined with the clinical sheet into tables,
-# statistics, AnnData and figures; the report is in report.smk.
+# statistics, AnnData, figures and the self-contained report.
 
 
 rule sample_metrics_table:
@@ -14,7 +14,7 @@ rule sample_metrics_table:
     log:
         "logs/cohort/sample_metrics_table.log",
     script:
-        "../../scripts/sample_metrics_table.py"
+        "../scripts/sample_metrics_table.py"
 
 
 rule cohort_tables:
@@ -38,7 +38,7 @@ rule cohort_tables:
     log:
         "logs/cohort/cohort_tables.log",
     script:
-        "../../scripts/cohort_tables.py"
+        "../scripts/cohort_tables.py"
 
 
 rule cohort_anndata:
@@ -59,7 +59,7 @@ rule cohort_anndata:
     log:
         "logs/cohort/cohort_anndata.log",
     script:
-        "../../scripts/cohort_anndata.py"
+        "../scripts/cohort_anndata.py"
 
 
 rule cohort_plots:
@@ -82,4 +82,35 @@ rule cohort_plots:
     log:
         "logs/cohort/cohort_plots.log",
     script:
-        "../../scripts/cohort_plots.py"
+        "../scripts/cohort_plots.py"
+
+
+# Report: results/report.html, one self-contained HTML file (figures embedded, gating plots linked),
+# built from the cohort tables and figures (mrdflow.cohort). It is also registered for
+# `snakemake --report` (category "Report").
+
+
+rule report:
+    input:
+        patients="results/cohort/patients.tsv",
+        table1="results/cohort/table1.tsv",
+        response="results/cohort/response_summary.tsv",
+        associations="results/cohort/associations.tsv",
+        mrd="results/cohort/mrd.tsv",
+        kinetics="results/cohort/kinetics.tsv",
+        sample_metrics="results/cohort/sample_metrics.tsv",
+        figures=expand("results/cohort/plots/{fig}.png", fig=COHORT_FIGURES),
+        inventory="results/inventory.tsv",
+        samples=SAMPLE_SHEET,
+        clinical=CLINICAL_SHEET,
+        metrics=expand("results/samples/{sample}/metrics.json", sample=SAMPLES),
+    output:
+        report("results/report.html", caption="../report/report.rst", category="Report"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/cohort/report.log",
+    script:
+        "../scripts/report.py"

@@ -22,7 +22,7 @@ rule gate_sample:
     log:
         "logs/samples/{sample}/gate_sample.log",
     script:
-        "../../scripts/gate_sample.py"
+        "../scripts/gate_sample.py"
 
 
 rule sample_metrics:
@@ -39,4 +39,4 @@ rule sample_metrics:
     log:
         "logs/samples/{sample}/sample_metrics.log",
     script:
-        "../../scripts/sample_metrics.py"
+        "../scripts/sample_metrics.py"

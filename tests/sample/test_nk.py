@@ -17,7 +17,7 @@ from mrdflow.sample import FMO_MARKER, NKError, NKMetrics, gate_nk_sample, nk_me
 from mrdflow.panels import load_panels, resolve_panel
 from mrdflow.gating import compensation_for, make_transform
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_SAMPLES = REPO / "config" / "test" / "samples.tsv"
 TINY_DESIGN = REPO / "config" / "test" / "design.yaml"
 CONFIG = yaml.safe_load((REPO / "config" / "test" / "config.yaml").read_text())

@@ -9,7 +9,7 @@ from mrdflow.config import read_samples
 from mrdflow.io import inventory, parse_fcs_date, write_inventory
 from mrdflow.panels import load_panels
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NAMES = ["FSC-A", "FSC-H", "SSC-A", "Time", "BV421-A", "BV510-A", "FITC-A", "PE-A", "PerCP-Cy5-5-A", "PE-Cy7-A", "APC-A", "APC-C750-A"]
 MARKERS = ["", "", "", "", "CD138 BV421", "CD27 BV510", "CD38 FITC", "CD56 PE", "CD45 PerCP-Cy5.5", "CD19 PE-Cy7", "CD117 APC", "CD81 APC-C750"]
 

@@ -463,7 +463,7 @@ _BENCH = textwrap.dedent(
     import resource, sys, time, numpy as np, flowkit as fk
     sys.path.insert(0, {tests!r})
     from test_gates import bench_strategy, synthetic_events, PNN
-    from mrdflow.gates import GateEngine, flowkit_membership
+    from mrdflow.gating._engine import GateEngine, flowkit_membership
     n, which = int(sys.argv[1]), sys.argv[2]
     ev = synthetic_events(n)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

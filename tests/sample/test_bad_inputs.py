@@ -16,7 +16,7 @@ from mrdflow.panels import load_panels
 from mrdflow.sample import analyse_sample, settings_from_config
 from mrdflow.demo import load_design, simulate_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STRUCTURAL = {"$BEGINANALYSIS", "$ENDANALYSIS", "$BEGINDATA", "$ENDDATA", "$BEGINSTEXT", "$ENDSTEXT",
               "$BYTEORD", "$DATATYPE", "$MODE", "$NEXTDATA", "$PAR", "$TOT"}
 

@@ -6,7 +6,7 @@ import pytest
 
 from mrdflow.gating._gating import GatingError, _bound_rule, _gmm_threshold, load_template
 
-GATING = Path(__file__).resolve().parents[1] / "resources" / "gating"
+GATING = Path(__file__).resolve().parents[2] / "resources" / "gating"
 
 
 def test_gmm_threshold_between_touching_populations():

@@ -15,7 +15,7 @@ from mrdflow.panels import load_panels, resolve_panel
 from mrdflow.sample._plots import density2d, plot_file_name, plot_gating
 from mrdflow.gating import compensation_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_DESIGN = REPO / "config/test/design.yaml"
 TINY_SAMPLES = REPO / "config/test/samples.tsv"
 PANELS = REPO / "resources/panels"

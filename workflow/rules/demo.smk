@@ -1,4 +1,4 @@
-# Simulated cohort (demo and tests): every FCS of the sample sheet, with planted truth beside it.
+# Stage demo (mrdflow.demo): the simulated cohort (demo and tests): every FCS of the sample sheet, with planted truth beside it.
 if SIMULATED:
 
     rule simulate_cohort:
@@ -19,4 +19,4 @@ if SIMULATED:
         log:
             "logs/simulate_cohort.log",
         script:
-            "../../scripts/simulate_cohort.py"
+            "../scripts/simulate_cohort.py"

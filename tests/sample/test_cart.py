@@ -15,7 +15,7 @@ from mrdflow.sample import (CART_GATES, CARTError, CARTMetrics, absolute_count, 
 from mrdflow.gating import GateStep, load_template
 from mrdflow.panels import load_panels
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_SAMPLES = REPO / "config" / "test" / "samples.tsv"
 TINY_DESIGN = REPO / "config" / "test" / "design.yaml"
 CONFIG = yaml.safe_load((REPO / "config" / "test" / "config.yaml").read_text())

@@ -488,7 +488,7 @@ def test_scale_in_place_equals_scaled(tmp_path):
     from mrdflow.io import read_fcs
     from mrdflow.demo import load_design, simulate_file
 
-    design = load_design(Path(__file__).resolve().parents[1] / "config" / "test" / "design.yaml")
+    design = load_design(Path(__file__).resolve().parents[2] / "config" / "test" / "design.yaml")
     row = {"sample_id": "PT01_BM_baseline", "patient_id": "PT01", "specimen": "BM", "visit": "baseline", "day": "-5",
            "infusion": "1", "tube": "ngf1", "panel": "ngf_tube1", "role": "stain", "fmo_marker": "",
            "fcs": "t.fcs", "beads_per_tube": "", "blood_volume_ul": ""}

@@ -9,7 +9,7 @@ from mrdflow.cohort._tables import add_derived, build_patients, response_summary
 from mrdflow.config import read_clinical
 from mrdflow.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO_CLINICAL = REPO / "resources" / "demo" / "clinical.tsv"
 
 

@@ -14,7 +14,7 @@ import pytest
 import mrdflow.demo._simulate as sim
 from mrdflow.io import format_spillover, write_fcs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_DESIGN = REPO / "config/test/design.yaml"
 TINY_SAMPLES = REPO / "config/test/samples.tsv"
 DEMO = REPO / "resources/demo"

@@ -1,4 +1,4 @@
-# Inventory: one row per FCS (checksum, version, cytometer, events, date, status, error).
+# Stage io (mrdflow.io): the inventory, one row per FCS (checksum, version, cytometer, events, date, status, error).
 
 
 rule inventory:
@@ -18,4 +18,4 @@ rule inventory:
     log:
         "logs/inventory.log",
     script:
-        "../../scripts/inventory.py"
+        "../scripts/inventory.py"
