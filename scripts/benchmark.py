@@ -93,8 +93,8 @@ def _tubes(rows):
 
 def _fit_model(cache: Path, out: Path) -> None:
     from mrdflow.clustering import ClusteringSettings, fit_pc_model, load_reference
-    from mrdflow.sample import analyse_sample
     from mrdflow.demo import load_design, simulate_file
+    from mrdflow.sample import analyse_sample
 
     design = load_design(REPO / "resources" / "demo" / "design.yaml")
     rows = [_row("baseline", t, "MODEL_BM_baseline", f"model_{t}.fcs") for t in ("ngf1", "ngf2")]

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mrdflow.clustering import BACKBONE
 from mrdflow.config import load_config, read_samples
+from mrdflow.gating import gate_tube
 from mrdflow.panels import load_panels
 from mrdflow.sample._analysis import _view, settings_from_config
-from mrdflow.gating import gate_tube
 
 REPO = Path(__file__).resolve().parents[1]
 #: Markers the reference describes: the backbone minus the PC-defining CD38/CD138, plus tube 1's.

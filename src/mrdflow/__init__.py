@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from mrdflow.errors import MrdflowError, ConfigError, PanelError  # noqa: E402
+from mrdflow.errors import ConfigError, MrdflowError, PanelError  # noqa: E402
 
 __all__ = ["__version__", "MrdflowError", "ConfigError", "PanelError"]

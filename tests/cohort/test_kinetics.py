@@ -1,8 +1,8 @@
 """CAR-T absolute counts and kinetics (pure functions)."""
 import pytest
 
-from mrdflow.sample import absolute_count
 from mrdflow.cohort import kinetics
+from mrdflow.sample import absolute_count
 
 
 def test_absolute_count_formula_and_ci():

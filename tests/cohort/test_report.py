@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mrdflow.cohort._tables import response_summary, table1, write_tsv
 from mrdflow.cohort import FIGURES, SECTIONS, build_report
+from mrdflow.cohort._tables import response_summary, table1, write_tsv
 
 SECTION_IDS = [s for s, _ in SECTIONS]
 PLANTED = "SMITH^JOHN"

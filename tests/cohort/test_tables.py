@@ -5,7 +5,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mrdflow.cohort._tables import add_derived, build_patients, response_summary, table1, table1_html, write_tsv, read_tsv
+from mrdflow.cohort._tables import (
+    add_derived,
+    build_patients,
+    read_tsv,
+    response_summary,
+    table1,
+    table1_html,
+    write_tsv,
+)
 from mrdflow.config import read_clinical
 from mrdflow.errors import ConfigError
 

@@ -6,17 +6,15 @@ and no read ever asks for more than one chunk of events.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import mrdflow.demo._simulate as sim
-from mrdflow.gating import StreamedGating, TubeView, gate_tube, gate_tube_streamed, load_template
+from mrdflow.gating import StreamedGating, TubeView, compensation_for, gate_tube, gate_tube_streamed, load_template
 from mrdflow.io import read_fcs, read_header
 from mrdflow.panels import load_panels, resolve_panel
-from mrdflow.gating import compensation_for
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_DESIGN = REPO / "config/test/design.yaml"

@@ -19,17 +19,16 @@ import re
 import time
 import tracemalloc
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+from conftest import shared_dir  # noqa: E402
+from fcs_bytes import FCSSpec, fcs_bytes  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from conftest import shared_dir  # noqa: E402
-from fcs_bytes import FCSSpec, fcs_bytes  # noqa: E402
 from mrdflow.io import FCSReadError, read_fcs  # noqa: E402
 
 EXAMPLES = int(os.environ.get("MRDFLOW_FUZZ_EXAMPLES", "150"))

@@ -3,8 +3,8 @@ import csv
 from pathlib import Path
 
 import numpy as np
-
 from fcs_bytes import write_fcs
+
 from mrdflow.config import read_samples
 from mrdflow.io import inventory, parse_fcs_date, write_inventory
 from mrdflow.panels import load_panels

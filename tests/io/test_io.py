@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fcs_bytes import FCSSpec, fcs_bytes, write_fcs
+
 from mrdflow.errors import MrdflowError
 from mrdflow.io import (
     FCSData,
@@ -485,8 +485,8 @@ def test_scale_in_place_equals_scaled(tmp_path):
     """The analysis scales the stored matrix in place (one matrix in memory): same values as scaled()."""
     import numpy as np
 
-    from mrdflow.io import read_fcs
     from mrdflow.demo import load_design, simulate_file
+    from mrdflow.io import read_fcs
 
     design = load_design(Path(__file__).resolve().parents[2] / "config" / "test" / "design.yaml")
     row = {"sample_id": "PT01_BM_baseline", "patient_id": "PT01", "specimen": "BM", "visit": "baseline", "day": "-5",

@@ -10,11 +10,10 @@ import pytest
 from fcs_bytes import FCSSpec, fcs_bytes
 
 from mrdflow.config import Tube, load_config, resolve_path
-from mrdflow.io import read_fcs
-from mrdflow.io import write_fcs
+from mrdflow.demo import load_design, simulate_file
+from mrdflow.io import read_fcs, write_fcs
 from mrdflow.panels import load_panels
 from mrdflow.sample import analyse_sample, settings_from_config
-from mrdflow.demo import load_design, simulate_file
 
 REPO = Path(__file__).resolve().parents[2]
 STRUCTURAL = {"$BEGINANALYSIS", "$ENDANALYSIS", "$BEGINDATA", "$ENDDATA", "$BEGINSTEXT", "$ENDSTEXT",

@@ -10,10 +10,9 @@ import pytest
 import yaml
 
 import mrdflow.demo._simulate as sim
-from mrdflow.sample import (CART_GATES, CARTError, CARTMetrics, absolute_count, cart_metrics,
-                          gate_cart_tube)
 from mrdflow.gating import GateStep, load_template
 from mrdflow.panels import load_panels
+from mrdflow.sample import CART_GATES, CARTError, CARTMetrics, absolute_count, cart_metrics, gate_cart_tube
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_SAMPLES = REPO / "config" / "test" / "samples.tsv"

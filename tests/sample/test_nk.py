@@ -11,11 +11,10 @@ import pytest
 import yaml
 
 import mrdflow.demo._simulate as sim
-from mrdflow.gating import GateStep, KeptEvents, TubeView, gate_tube, load_template
+from mrdflow.gating import GateStep, KeptEvents, TubeView, compensation_for, gate_tube, load_template, make_transform
 from mrdflow.io import read_fcs
-from mrdflow.sample import FMO_MARKER, NKError, NKMetrics, gate_nk_sample, nk_metrics
 from mrdflow.panels import load_panels, resolve_panel
-from mrdflow.gating import compensation_for, make_transform
+from mrdflow.sample import FMO_MARKER, NKError, NKMetrics, gate_nk_sample, nk_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_SAMPLES = REPO / "config" / "test" / "samples.tsv"

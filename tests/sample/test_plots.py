@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 import mrdflow.demo._simulate as sim
-from mrdflow.gating import TubeView, gate_tube, load_template
+from mrdflow.gating import TubeView, compensation_for, gate_tube, load_template
 from mrdflow.io import read_fcs
 from mrdflow.panels import load_panels, resolve_panel
 from mrdflow.sample._plots import density2d, plot_file_name, plot_gating
-from mrdflow.gating import compensation_for
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_DESIGN = REPO / "config/test/design.yaml"

@@ -211,8 +211,7 @@ PLANTED = {"$SRC": "SMITH^JOHN", "$PATIENT": "Jane Q Public", "$SMNO": "HOSP-009
 
 def _plant_identifiers(path: Path) -> None:
     """Rewrite an FCS file with the same events and keywords plus the PLANTED ones."""
-    from mrdflow.io import read_fcs
-    from mrdflow.io import write_fcs
+    from mrdflow.io import read_fcs, write_fcs
 
     d = read_fcs(path)
     structural = {"$BEGINANALYSIS", "$ENDANALYSIS", "$BEGINDATA", "$ENDDATA", "$BEGINSTEXT", "$ENDSTEXT",
@@ -286,7 +285,6 @@ def test_no_identifier_from_fcs_text_reaches_any_output(damaged_run):
 def test_resume_after_losing_a_sample_gives_byte_identical_results(tiny_run):
     """Delete one sample's outputs (as after an interrupted job): Snakemake redoes that sample and
     what depends on it, and every regenerated file is byte-identical to the first run's."""
-    import shutil
 
     d = tiny_run / "results" / "samples" / "PT08_BM_week4"
     before = {p.relative_to(tiny_run): p.read_bytes() for p in d.rglob("*") if p.is_file()}

@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import yaml
@@ -285,7 +285,7 @@ class PCModel:
             json.dump(doc, fh, indent=1, default=float)
 
     @classmethod
-    def load(cls, path: str | Path) -> "PCModel":
+    def load(cls, path: str | Path) -> PCModel:
         try:
             doc = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:

@@ -21,8 +21,9 @@ import functools
 import math
 import re
 import textwrap
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import matplotlib.ticker

@@ -5,8 +5,8 @@ Days are days since the infusion (day 0 = infusion); concentrations are CAR-T ce
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 __all__ = ["Bars", "Check", "PosterNumbers", "format_report", "validate", "validate_cohort"]
 

@@ -59,8 +59,9 @@ from __future__ import annotations
 import contextlib
 import graphlib
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence, Union
+from typing import Union
 
 import flowkit as fk
 import numpy as np
@@ -120,7 +121,7 @@ class Feature:
     xform_ref: str | None = None
     ratio: bool = False
 
-    def untransformed(self) -> "Feature":
+    def untransformed(self) -> Feature:
         return Feature(self.source, self.comp_ref, None, self.ratio)
 
 
@@ -696,7 +697,7 @@ class GateEngine:
         self.features: frozenset[Feature] = frozenset(features)
 
     @classmethod
-    def from_gatingml(cls, path: str | os.PathLike, **kwargs) -> "GateEngine":
+    def from_gatingml(cls, path: str | os.PathLike, **kwargs) -> GateEngine:
         """An engine for the Gating-ML 2.0 document at ``path`` (parsed by FlowKit)."""
         return cls(fk.parse_gating_xml(os.fspath(path)), **kwargs)
 

@@ -21,23 +21,23 @@ re-applying the exported ``gates.xml`` with FlowKit gives the same counts.
 from __future__ import annotations
 
 import io
-import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import flowkit as fk
 import numpy as np
 import yaml
 
-from mrdflow.gating._density import density, peaks, threshold_valley, valley_between
 from mrdflow.errors import MrdflowError
+from mrdflow.gating._density import density, threshold_valley
 from mrdflow.gating._engine import GateEngine, GateResult, available_cpus, points_in_polygon
 from mrdflow.gating._engine import _single_threaded_blas as single_threaded_blas
-from mrdflow.io import FCSData
-from mrdflow.panels import Panel, ResolvedPanel
 from mrdflow.gating._qc import QCSettings, singlet_gate, time_qc
 from mrdflow.gating._transforms import Compensation, apply_transform, make_transform
+from mrdflow.io import FCSData
+from mrdflow.panels import ResolvedPanel
 
 __all__ = [
     "GatingError",
@@ -88,8 +88,8 @@ class BoundRule:
     quantile: float = 0.995
     given: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
     population: str | None = None
-    fallback: "BoundRule | None" = None
-    floor: "BoundRule | None" = None
+    fallback: BoundRule | None = None
+    floor: BoundRule | None = None
 
 
 @dataclass(frozen=True)
@@ -464,7 +464,7 @@ class TubeGating:
             raise GatingError(f"{self.view.name}: events were released after gating")
         return nonfinite_rows(self.view.raw)
 
-    def events_in(self, gate_id: str, flags: Sequence[str] = ()) -> "KeptEvents":
+    def events_in(self, gate_id: str, flags: Sequence[str] = ()) -> KeptEvents:
         """The gate's events: every panel marker in gate units (float32) and, per flag gate,
         which of them it holds."""
         m = self.mask(gate_id)
@@ -549,7 +549,7 @@ class _Placer:
     """Walks a template and builds the per-sample strategy; masks here are for placement only."""
 
     def __init__(self, template: GatingTemplate, view: TubeView, qc_settings: QCSettings,
-                 fmo: "TubeGating | None" = None, events: "_AllEvents | None" = None):
+                 fmo: TubeGating | None = None, events: _AllEvents | None = None):
         self.t = template
         self.view = view
         # What placement needs from every event of the tube (Time neighbours of the QC edges, the
@@ -1110,7 +1110,7 @@ class StreamedGating:
 
 def gate_tube_streamed(template: GatingTemplate, path: str | Path, resolved: ResolvedPanel,
                        compensation: Compensation | None, transforms: Mapping[str, Mapping], *,
-                       qc_settings: QCSettings = QCSettings(), fmo: "TubeGating | StreamedGating | None" = None,
+                       qc_settings: QCSettings = QCSettings(), fmo: TubeGating | StreamedGating | None = None,
                        placement_events: int = 5_000_000, chunk_events: int = 1 << 20,
                        keep: Mapping[str, Sequence[str]] | None = None, seed: int = 0, name: str = "",
                        workers: int | None = None, chunk_size: int = 1 << 18) -> StreamedGating:

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mrdflow.gating._density import threshold_valley
-
 __all__ = [
     "QCSettings",
     "TimeQC",

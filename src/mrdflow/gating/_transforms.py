@@ -9,9 +9,9 @@ events times the inverse spillover matrix; the transform is the FlowKit transfor
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import flowkit as fk
 import numpy as np
@@ -174,7 +174,7 @@ def transform_events(events: np.ndarray, columns: Sequence[int], transform) -> n
 # flowutils is to ~1e-15 (tests compare both on 10^6 values across the scale).
 
 _TAYLOR_TERMS = 16
-_LOGICLE_CACHE: dict[tuple[float, float, float, float], "FastLogicle"] = {}
+_LOGICLE_CACHE: dict[tuple[float, float, float, float], FastLogicle] = {}
 
 
 class FastLogicle:

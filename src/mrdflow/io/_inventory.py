@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from mrdflow.atomic import atomic_open
 from mrdflow.config import Tube

@@ -38,10 +38,11 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import IO, Iterator, NamedTuple
+from typing import IO, NamedTuple
 
 import numpy as np
 
@@ -253,7 +254,7 @@ class FCSData:
         return values
 
     @classmethod
-    def from_events(cls, header: FCSHeader, events: np.ndarray) -> "FCSData":
+    def from_events(cls, header: FCSHeader, events: np.ndarray) -> FCSData:
         """An FCSData whose ``events`` are ``events``, values already scaled (rows picked from
         scaled chunks); ``header.n_events`` is set to their number."""
         data = cls(header=replace(header, n_events=int(events.shape[0])), channel_values=events)

@@ -20,20 +20,28 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from mrdflow.atomic import atomic_open
-from mrdflow.clustering import (PCEvents, PCModel, aberrant_events, load_pc_events, load_reference, map_events,
-                                save_pc_events)
+from mrdflow.clustering import (
+    PCEvents,
+    PCModel,
+    aberrant_events,
+    load_pc_events,
+    load_reference,
+    map_events,
+    save_pc_events,
+)
 from mrdflow.config import Tube
 from mrdflow.errors import MrdflowError
-from mrdflow.sample._mrd import HemodilutionSettings, MRDSettings, TubeCount, hemodilution, mrd_call
-from mrdflow.panels import Panel, resolve_panel
 from mrdflow.gating import QCSettings
+from mrdflow.panels import Panel, resolve_panel
+from mrdflow.sample._mrd import HemodilutionSettings, MRDSettings, TubeCount, hemodilution, mrd_call
 
 # Stage 1 needs FlowKit (about a second to import); stage 2 and the cohort table do not, so the
 # gating imports happen inside the stage-1 functions.
@@ -60,7 +68,7 @@ class SampleSettings:
     workdir: Path = Path(".")
     reference: Path | None = None
 
-    def template(self, panel: str) -> "GatingTemplate":
+    def template(self, panel: str) -> GatingTemplate:
         """The panel's Gating-ML template, or its FlowJo workspace when the config names one."""
         from mrdflow.config import resolve_path
         from mrdflow.gating import load_template, template_from_workspace
@@ -119,7 +127,7 @@ def _setup(tube: Tube, header, settings: SampleSettings):
 STREAM_KEEP = {"PC": ("PC_kappa", "PC_lambda"), "NK": ("NK_bright", "NK_dim", "NKG2Apos")}
 
 
-def _gate(tube: Tube, data_dir: Path, settings: SampleSettings, fmo) -> "TubeGating | StreamedGating":
+def _gate(tube: Tube, data_dir: Path, settings: SampleSettings, fmo) -> TubeGating | StreamedGating:
     """Read and gate one tube: in memory, or streamed when it has more than
     ``settings.placement_events`` events (gates placed on a seeded uniform sample of that many,
     every event counted; memory then stays that of a tube of ``placement_events``)."""
@@ -269,7 +277,7 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     return record
 
 
-def _save_nk_events(path: Path, sample_id: str, tubes: Sequence[Tube], gated: Mapping[str, "TubeGating"]) -> None:
+def _save_nk_events(path: Path, sample_id: str, tubes: Sequence[Tube], gated: Mapping[str, TubeGating]) -> None:
     """NK-gate events of the stained NK tube (logicle marker values and subset flags), for the
     cohort AnnData; an empty file for samples without one."""
     from mrdflow.atomic import atomic_path

@@ -13,9 +13,9 @@ off a gated tube; :func:`gate_cart_tube` reads, resolves, compensates and gates 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
 
 from mrdflow.errors import MrdflowError
 
@@ -176,11 +176,9 @@ def gate_cart_tube(fcs_path: str | Path, panel, template, transforms: Mapping[st
     {...}}`` (config ``transforms``); ``qc_settings``: :class:`mrdflow.gating.QCSettings` (default when
     None); ``compensation``: ``"fcs"`` (the file's $SPILLOVER), ``"none"`` or a matrix file.
     """
-    from mrdflow.gating import TubeView, gate_tube
+    from mrdflow.gating import QCSettings, TubeView, compensation_for, gate_tube
     from mrdflow.io import read_fcs
     from mrdflow.panels import resolve_panel
-    from mrdflow.gating import QCSettings
-    from mrdflow.gating import compensation_for
 
     data = read_fcs(fcs_path)
     resolved = resolve_panel(panel, data.pnn, data.pns, file=str(fcs_path))

@@ -14,8 +14,8 @@ exclusion), A = aberrant plasma-cell events. Several tubes of one specimen pool 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
 
 __all__ = [
     "MRDSettings",

@@ -19,18 +19,16 @@ tube(s); :func:`gate_nk_sample` reads, resolves, compensates and gates the files
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
 from mrdflow.errors import MrdflowError
-from mrdflow.gating import GatingTemplate, TubeGating, TubeView, gate_tube
+from mrdflow.gating import GatingTemplate, QCSettings, TubeGating, TubeView, compensation_for, gate_tube, make_transform
 from mrdflow.io import read_fcs
 from mrdflow.panels import Panel, resolve_panel
-from mrdflow.gating import QCSettings
-from mrdflow.gating import compensation_for, make_transform
 
 __all__ = ["NKMetrics", "NKError", "NK_GATES", "FMO_MARKER", "nk_metrics", "gate_nk_sample"]
 

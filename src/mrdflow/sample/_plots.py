@@ -31,8 +31,8 @@ from __future__ import annotations
 import re
 import textwrap
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 import numpy as np
@@ -43,8 +43,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Polygon, Rectangle
 
 from mrdflow.atomic import atomic_path
-from mrdflow.gating import points_in_polygon
-from mrdflow.gating import GateStep, TubeGating
+from mrdflow.gating import GateStep, TubeGating, points_in_polygon
 
 __all__ = ["plot_gating", "plot_file_name"]
 
