@@ -22,12 +22,12 @@ include: "workflow/rules/cohort.smk"
 rule all:
     input:
         "results/inventory.tsv",
-        "results/cohort/sample_metrics.tsv",
-        "results/cohort/patients.tsv",
-        "results/cohort/associations.tsv",
-        "results/cohort/pc_events.h5ad",
-        expand("results/cohort/plots/{fig}.png", fig=COHORT_FIGURES),
-        "results/report.html",
+        COHORT_SAMPLE_METRICS.sample_metrics,
+        COHORT_TABLES.patients,
+        COHORT_TABLES.associations,
+        COHORT_ANNDATA.pc,
+        COHORT_PLOTS.png,
+        REPORT_HTML,
         # per-sample contract outputs are final outputs, not intermediates: a lost one is remade
         expand("results/samples/{sample}/{name}", sample=SAMPLES, name=("metrics.json", "gating.tsv", "gates.xml")),
     default_target: True

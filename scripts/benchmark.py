@@ -151,7 +151,8 @@ def child_baseline(fcs: Path, gates_xml: Path, flowsom: bool) -> dict:
         sample.apply_transform(xform)
         df = sample.as_dataframe(source="xform")
         pns = {n: s for n, s in zip(sample.pnn_labels, sample.pns_labels)}
-        cols = [c for c in df.columns.get_level_values(0) if any(m.lower() in (pns.get(c) or "").lower() for m in BACKBONE)]
+        cols = [c for c in df.columns.get_level_values(0)
+                if any(m.lower() in (pns.get(c) or "").lower() for m in BACKBONE)]
         x = df[cols].to_numpy(dtype=np.float32)
         adata = ad.AnnData(x)
         adata.var_names = cols
@@ -185,7 +186,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=REPO / "benchmark", help="simulated tubes and model (git-ignored)")
     ap.add_argument("--skip-baseline", action="store_true", help="time mrdflow only")
     ap.add_argument("--no-flowsom", action="store_true", help="baseline without FlowSOM (FlowKit gating only)")
-    ap.add_argument("--scaling", default="1e6", help="smaller sizes also timed for mrdflow, comma-separated ('' for none)")
+    ap.add_argument("--scaling", default="1e6",
+                    help="smaller sizes also timed for mrdflow, comma-separated ('' for none)")
     ap.add_argument("--plots", action="store_true", help="include the per-gate PNGs in mrdflow's time")
     ap.add_argument("--placement-events", type=float, default=None,
                     help="override sample.placement_events (default: the config's, 5e6; 1e9 = place on every event)")
@@ -212,7 +214,8 @@ def main(argv=None) -> int:
         r = runs[n]
         print(f"  mrdflow {n:>12,} events: {r['wall_s']:7.2f} s (stage 1 {r['stage1_s']:.2f} s, stage 2 "
               f"{r['stage2_s']:.2f} s), {n / r['wall_s']:,.0f} events/s, peak RSS {r['peak_rss_mb']:.0f} MB; "
-              f"MRD {r['mrd_status']} ({r['n_aberrant_pc']} aberrant / {r['n_nucleated']:,} nucleated); gates placed on "
+              f"MRD {r['mrd_status']} ({r['n_aberrant_pc']} aberrant / {r['n_nucleated']:,} nucleated); "
+              f"gates placed on "
               f"{r['placement_events']:,} events{' (streamed)' if r['streamed'] else ''}", file=sys.stderr)
     mine = runs[events]
     base = None
@@ -225,7 +228,8 @@ def main(argv=None) -> int:
             print("  FlowSOM_Python is not installed (pip install -e '.[bench]'): baseline is FlowKit only",
                   file=sys.stderr)
         fcs, _ = prepare(args.cache, events)
-        base = _run_child(["--child", "baseline", str(fcs), str(args.cache / f"out_{events}" / "gates.xml"), str(int(use_fs))])
+        gates_xml = args.cache / f"out_{events}" / "gates.xml"
+        base = _run_child(["--child", "baseline", str(fcs), str(gates_xml), str(int(use_fs))])
         base["flowsom"] = use_fs
 
     rows = [("mrdflow", mine["wall_s"], mine["peak_rss_mb"])]
@@ -237,7 +241,8 @@ def main(argv=None) -> int:
         print(f"{name:34s} {events:>12,} {wall:9.2f} {events / wall:12,.0f} {rss:12.0f}")
     if base:
         print(f"ratio baseline/mrdflow: {base['wall_s'] / mine['wall_s']:.1f}x "
-              f"(FlowKit {base['flowkit_s']:.1f} s" + (f", FlowSOM {base['flowsom_s']:.1f} s" if base["flowsom"] else "") + ")")
+              f"(FlowKit {base['flowkit_s']:.1f} s"
+              + (f", FlowSOM {base['flowsom_s']:.1f} s" if base["flowsom"] else "") + ")")
     if sizes:
         print("\ngrowth (mrdflow):")
         for n in sorted(runs):

@@ -61,7 +61,8 @@ def ngf(tube: int) -> fk.GatingStrategy:
     if tube == 1:
         # Mast cells: CD117 very high, CD45+; B-cell precursors: CD19+ CD45 dim CD38 high CD81+.
         gs.add_gate(rect("MastCells", CD117=(0.75, None), CD45=(0.6, None)), nuc)
-        gs.add_gate(rect("BCP", CD19=(0.45, None), CD45=(0.4, 0.66), CD38=(0.6, None), CD81=(0.55, None), CD138=(None, 0.45)), nuc)
+        gs.add_gate(rect("BCP", CD19=(0.45, None), CD45=(0.4, 0.66), CD38=(0.6, None), CD81=(0.55, None),
+                         CD138=(None, 0.45)), nuc)
     else:
         pc = nuc + ("PC",)
         gs.add_gate(rect("PC_kappa", IgK=(0.4, None), IgL=(None, 0.4)), pc)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from mrdflow.errors import PanelError
-from mrdflow.panels import load_panel, load_panels, normalize_label, resolve_panel
+from mrdflow.panels import load_panel, load_panels, normalize_label, readouts, resolve_panel
 
 PANELS = Path(__file__).resolve().parents[1] / "resources" / "panels"
 
@@ -27,8 +27,10 @@ def test_normalize_label():
 
 @pytest.mark.parametrize("label", ["CD138 BV421", "CD138-BV421", "cd138", "BV421 CD138", "CD138_bv421", " Cd 138 "])
 def test_marker_spellings_resolve(ngf1, label):
-    pnn = ["FSC-A", "FSC-H", "SSC-A", "Time", "BV421-A", "BV510-A", "FITC-A", "PE-A", "PerCP-Cy5-5-A", "PE-Cy7-A", "APC-A", "APC-C750-A"]
-    pns = ["", "", "", "", label, "CD27 BV510", "CD38 ME FITC", "CD56 PE", "CD45 PerCP-Cy5.5", "CD19 PE-Cy7", "CD117 APC", "CD81 APC-C750"]
+    pnn = ["FSC-A", "FSC-H", "SSC-A", "Time", "BV421-A", "BV510-A", "FITC-A", "PE-A", "PerCP-Cy5-5-A", "PE-Cy7-A",
+           "APC-A", "APC-C750-A"]
+    pns = ["", "", "", "", label, "CD27 BV510", "CD38 ME FITC", "CD56 PE", "CD45 PerCP-Cy5.5", "CD19 PE-Cy7",
+           "CD117 APC", "CD81 APC-C750"]
     r = resolve_panel(ngf1, pnn, pns)
     assert r.index["CD138"] == 4
     assert r.via["CD138"] == "$PnS"
@@ -61,14 +63,16 @@ def test_ambiguous_marker_is_an_error(ngf1):
 
 def test_area_preferred_over_height():
     panel = load_panel(PANELS / "pb_nk.yaml")
-    pnn = ["FSC-A", "FSC-H", "SSC-A", "Time", "Viability-A", "CD45-A", "CD3-A", "CD3-H", "NKG2A-A", "Dump-A", "CD56-A", "CD16-A"]
+    pnn = ["FSC-A", "FSC-H", "SSC-A", "Time", "Viability-A", "CD45-A", "CD3-A", "CD3-H", "NKG2A-A", "Dump-A", "CD56-A",
+           "CD16-A"]
     r = resolve_panel(panel, pnn, None)
     assert r.pnn["CD3"] == "CD3-A"
 
 
 def test_fmo_uses_detector_only_for_the_unstained_marker():
     panel = load_panel(PANELS / "pb_nk.yaml")
-    pnn = ["FSC-A", "FSC-H", "SSC-A", "Time", "BV421-A", "BV510-A", "FITC-A", "PE-A", "PerCP-Cy5-5-A", "PE-Cy7-A", "APC-H7-A"]
+    pnn = ["FSC-A", "FSC-H", "SSC-A", "Time", "BV421-A", "BV510-A", "FITC-A", "PE-A", "PerCP-Cy5-5-A", "PE-Cy7-A",
+           "APC-H7-A"]
     pns = ["", "", "", "", "Viability", "CD45", "CD3", "", "CD14/CD19", "CD56", "CD16"]
     with pytest.raises(PanelError, match="CD159a"):
         resolve_panel(panel, pnn, pns)
@@ -83,4 +87,25 @@ def test_bad_panel_file(tmp_path):
         load_panel(p)
     p.write_text("name: x\n")
     with pytest.raises(PanelError, match="markers"):
+        load_panel(p)
+
+
+def test_panels_name_their_readout():
+    panels = load_panels(PANELS)
+    assert {n: p.readout for n, p in panels.items()} == {
+        "ngf_tube1": "pc_mrd", "ngf_tube2": "pc_mrd", "pb_nk": "nk", "pb_cart": "cart"}
+    assert readouts(panels) == {n: p.readout for n, p in panels.items()}
+
+
+def test_lab_panel_without_readout_loads(tmp_path):
+    p = tmp_path / "lab.yaml"
+    p.write_text("name: lab_t\nspecimen: PB\nmarkers:\n  CD3: {aliases: [CD3, Leu-4]}\n")
+    panel = load_panel(p)
+    assert panel.readout is None and panel.marker("CD3").aliases == ("CD3", "Leu-4")
+
+
+def test_unknown_readout_is_named(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\nreadout: mrd\nmarkers:\n  CD3: {aliases: [CD3]}\n")
+    with pytest.raises(PanelError, match=r"bad.yaml: readout: 'mrd' is not one of \['pc_mrd', 'nk', 'cart'\]"):
         load_panel(p)

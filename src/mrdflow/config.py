@@ -6,27 +6,35 @@ message names the file, the row (sheet line number, 1 = header) or key, the fiel
 
 from __future__ import annotations
 
+import copy
 import csv
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import yaml
 
 from mrdflow.errors import ConfigError
 
+if TYPE_CHECKING:
+    from mrdflow.panels import Panel
+
 __all__ = [
     "SCHEMA_DIR",
     "Tube",
+    "fill_defaults",
     "load_config",
     "load_schema",
     "read_clinical",
     "read_sheet",
     "read_samples",
     "resolve_path",
+    "schema_defaults",
+    "schema_messages",
     "validate_config",
 ]
 
@@ -60,44 +68,79 @@ def _describe(err: jsonschema.ValidationError) -> str:
     return err.message
 
 
-#: The exploratory associations tested when the config names none.
-DEFAULT_ASSOCIATIONS = [
-    {"x": "baseline_nkg2a_pct", "y": "cart_auc_0_28", "test": "spearman"},
-    {"x": "baseline_nkg2a_pct", "y": "cart_cmax", "test": "spearman"},
-    {"x": "baseline_nkg2a_pct", "y": "cart_persistence_day", "test": "spearman"},
-    {"x": "baseline_nkg2a_pct", "y": "responder", "test": "mann_whitney"},
-    {"x": "w4_mrd_negative", "y": "responder", "test": "fisher"},
-    {"x": "baseline_pc_pct", "y": "responder", "test": "mann_whitney"},
-]
+def schema_messages(schema: Mapping, instance: Any, source: str) -> list[str]:
+    """Every way ``instance`` breaks ``schema`` (JSON Schema 2020-12), one line each:
+    ``<source>: <dotted.key>: <cause>``, sorted by key; empty when it is valid."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    return [f"{source}: {_where(e.absolute_path)}: {_describe(e)}" for e in errors]
+
+
+def _deref(spec: Mapping, root: Mapping) -> Mapping:
+    """``spec`` with a local ``$ref`` (``#/$defs/<name>``) followed."""
+    ref = spec.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        for part in ref[2:].split("/"):
+            root = root[part]
+        return root
+    return spec
+
+
+def fill_defaults(schema: Mapping, value: Any, *, root: Mapping | None = None) -> Any:
+    """Fill ``value`` (a JSON-like mapping, changed in place and returned) with the ``default`` of
+    every property of ``schema`` it lacks, recursively: into the properties it has (or was given
+    by a default) and into the entries an ``additionalProperties`` schema describes."""
+    root = schema if root is None else root
+    schema = _deref(schema, root)
+    if not isinstance(value, dict):
+        return value
+    props = schema.get("properties") or {}
+    for key, spec in props.items():
+        spec = _deref(spec, root)
+        if key not in value and "default" in spec:
+            value[key] = copy.deepcopy(spec["default"])
+        if key in value:
+            value[key] = fill_defaults(spec, value[key], root=root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, Mapping):
+        for key in value:
+            if key not in props:
+                value[key] = fill_defaults(extra, value[key], root=root)
+    return value
+
+
+@functools.cache
+def _config_schema() -> dict:
+    return load_schema("config")
+
+
+def schema_defaults(*section: str) -> dict:
+    """The defaults of a config section, from ``config.schema.yaml`` (a fresh dict each call).
+
+    ``schema_defaults("qc")`` gives every ``qc`` key with its default; ``schema_defaults("mrd",
+    "hemodilution")`` a nested section. The settings classes take their field defaults from here,
+    so the schema is the one place a default is written.
+    """
+    root = _config_schema()
+    spec: Mapping = root
+    for name in section:
+        try:
+            spec = _deref(spec, root)["properties"][name]
+        except KeyError:
+            raise KeyError(f"config schema has no section {'.'.join(section)!r}") from None
+    return fill_defaults(spec, {}, root=root)
 
 
 def validate_config(config: Mapping, *, source: str = "config") -> dict:
-    """Validate ``config`` against the config schema, fill defaults, return a plain dict."""
-    schema = load_schema("config")
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"{source}: {_where(e.absolute_path)}: {_describe(e)}" for e in errors]
+    """Validate ``config`` against the config schema and return a filled copy: every key it leaves
+    out gets the schema's ``default`` (:func:`fill_defaults`); ``config`` itself is not changed."""
+    schema = _config_schema()
+    lines = schema_messages(schema, config, source)
+    if lines:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
-    cfg = dict(config)
-    cfg.setdefault("panels_dir", "resources/panels")
-    cfg.setdefault("gating_dir", "resources/gating")
-    for key in ("qc", "mrd", "sample"):
-        cfg[key] = dict(cfg.get(key) or {})
-    for name, spec in schema["properties"]["sample"]["properties"].items():  # the schema's defaults
-        if "default" in spec:
-            cfg["sample"].setdefault(name, spec["default"])
-    cfg["clustering"] = {"reference": "resources/reference/normal_pc.yaml", **(cfg.get("clustering") or {})}
-    cfg["cohort"] = {"cart_lloq_cells_per_ul": 1.0, "auc_window_days": 28, "seed": 596, "n_boot": 5000,
-                     "n_perm": 20000, "associations": DEFAULT_ASSOCIATIONS, **(cfg.get("cohort") or {})}
-    cfg.setdefault("simulate", {"enabled": False})
-    cfg["simulate"] = {"seed": 596, "events_scale": 1.0, **cfg["simulate"]}
-    cfg.setdefault("inventory", {})
-    cfg["inventory"] = {"keywords": ["$CYT", "$DATE", "$BTIM", "$ETIM", "$TOT", "$PAR"], **cfg["inventory"]}
+    cfg = fill_defaults(schema, copy.deepcopy(dict(config)))
     if cfg["simulate"]["enabled"] and not cfg["simulate"].get("design"):
         raise ConfigError(f"{source}: simulate.design: required when simulate.enabled is true")
-    for name, spec in cfg["panels"].items():
-        spec.setdefault("compensation", "fcs")
     return cfg
 
 
@@ -241,12 +284,14 @@ class Tube:
         return f"{self.sample_id}.{self.tube}"
 
 
-def read_samples(path: str | Path, *, panels: Iterable[str] | None = None) -> list[Tube]:
+def read_samples(path: str | Path, *, panels: Mapping[str, Panel] | Iterable[str] | None = None) -> list[Tube]:
     """Read and validate the sample sheet; check cross-row rules.
 
     Beyond the schema: (sample_id, tube) unique; a sample's tubes share patient, specimen, visit,
     day and infusion; ``fcs`` is a relative path inside the data folder (no ``..``, not absolute);
-    ``panel`` is a known panel when ``panels`` is given; CAR-T panels carry beads and volume.
+    ``panel`` is a known panel when ``panels`` is given. ``panels``: the known panels by name
+    (:func:`mrdflow.panels.load_panels`), or only their names; with the panels, a stained tube of a
+    panel whose read-out is ``cart`` must carry beads and volume.
     """
     path = Path(path)
     rows = read_sheet(path, "samples", key="sample_id")
@@ -255,6 +300,7 @@ def read_samples(path: str | Path, *, panels: Iterable[str] | None = None) -> li
     seen: dict[tuple[str, str], int] = {}
     first_of: dict[str, Tube] = {}
     known = set(panels) if panels is not None else None
+    readout = {n: p.readout for n, p in panels.items()} if isinstance(panels, Mapping) else {}
     for t in tubes:
         k = (t.sample_id, t.tube)
         if k in seen:
@@ -278,7 +324,8 @@ def read_samples(path: str | Path, *, panels: Iterable[str] | None = None) -> li
                 f"line {t.line} (sample_id={t.sample_id}), column 'panel': unknown panel {t.panel!r}; "
                 f"known: {sorted(known)}"
             )
-        if t.panel == "pb_cart" and t.role == "stain" and (t.beads_per_tube is None or t.blood_volume_ul is None):
+        needs_beads = readout.get(t.panel) == "cart" and t.role == "stain"
+        if needs_beads and (t.beads_per_tube is None or t.blood_volume_ul is None):
             problems.append(
                 f"line {t.line} (sample_id={t.sample_id}): CAR-T tube needs beads_per_tube and blood_volume_ul "
                 f"for absolute counts"

@@ -10,6 +10,11 @@ with a :class:`~mrdflow.errors.PanelError` naming the panel, the marker and the 
 A panel entry may name a ``detector``: the instrument channel the lab acquires the marker on. It is
 used only for controls that leave the marker unstained on purpose (an FMO tube) — never to guess a
 stained marker.
+
+A panel names the read-out it feeds with ``readout:`` (one of :data:`READOUTS`): ``pc_mrd`` (marrow
+plasma cells, the cohort PC model and the MRD call), ``nk`` (NK cells and NKG2A) or ``cart`` (CAR-T
+absolute counts). A panel without ``readout`` is gated and its populations counted, and feeds no
+read-out. The analysis asks a panel its read-out and never lists panel names.
 """
 
 from __future__ import annotations
@@ -24,14 +29,19 @@ import yaml
 from mrdflow.errors import PanelError
 
 __all__ = [
+    "READOUTS",
     "Marker",
     "Panel",
     "ResolvedPanel",
     "load_panel",
     "load_panels",
     "normalize_label",
+    "readouts",
     "resolve_panel",
 ]
+
+#: The read-outs a panel can feed (``readout:`` in its YAML file).
+READOUTS = ("pc_mrd", "nk", "cart")
 
 # Fluorochrome and tandem names that labs write next to a marker in $PnS. Longest forms first so
 # that "PE-Cy7" is stripped whole rather than leaving "cy7" behind after "PE".
@@ -102,7 +112,8 @@ class Marker:
 
 @dataclass(frozen=True)
 class Panel:
-    """A named panel: scatter/time parameters plus fluorescence markers."""
+    """A named panel: scatter/time parameters plus fluorescence markers, and the read-out it feeds
+    (one of :data:`READOUTS`, or ``None`` for a panel that is only gated)."""
 
     name: str
     description: str
@@ -110,6 +121,7 @@ class Panel:
     scatter: tuple[Marker, ...]
     markers: tuple[Marker, ...]
     source: str = ""
+    readout: str | None = None
 
     @property
     def all(self) -> tuple[Marker, ...]:
@@ -167,7 +179,7 @@ def load_panel(path: str | Path) -> Panel:
         raise PanelError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(doc, dict):
         raise PanelError(f"{path}: a panel file must be a mapping with 'name' and 'markers'")
-    unknown = set(doc) - {"name", "description", "specimen", "scatter", "markers"}
+    unknown = set(doc) - {"name", "description", "specimen", "readout", "scatter", "markers"}
     if unknown:
         raise PanelError(f"{path}: unknown top-level field(s) {sorted(unknown)}")
     for key in ("name", "markers"):
@@ -175,6 +187,9 @@ def load_panel(path: str | Path) -> Panel:
             raise PanelError(f"{path}: missing field {key!r}")
     if not isinstance(doc["markers"], dict) or not doc["markers"]:
         raise PanelError(f"{path}: 'markers' must be a non-empty mapping of marker -> spec")
+    readout = doc.get("readout")
+    if readout is not None and readout not in READOUTS:
+        raise PanelError(f"{path}: readout: {readout!r} is not one of {list(READOUTS)}")
     src = str(path)
     scatter = tuple(_marker_from(k, v, scatter=True, source=src) for k, v in (doc.get("scatter") or {}).items())
     markers = tuple(_marker_from(k, v, scatter=False, source=src) for k, v in doc["markers"].items())
@@ -185,7 +200,13 @@ def load_panel(path: str | Path) -> Panel:
         scatter=scatter,
         markers=markers,
         source=src,
+        readout=readout,
     )
+
+
+def readouts(panels: Mapping[str, Panel]) -> dict[str, str | None]:
+    """Panel name -> the read-out it feeds (``None`` when it feeds none)."""
+    return {name: p.readout for name, p in panels.items()}
 
 
 def load_panels(folder: str | Path) -> dict[str, Panel]:
@@ -233,9 +254,10 @@ def resolve_panel(
         # Scatter/time parameters are named by the detector: exact $PnN first (FSC-A must not
         # match FSC-H through a stripped suffix), fluorescence markers by the reagent.
         order = (("$PnN", n_exact), ("$PnS", s_forms)) if m.scatter else (("$PnS", s_forms), ("$PnN", n_forms))
-        for how, forms in order:
+        for label, forms in order:
             hits = [i for i, f in enumerate(forms) if (keys & f if isinstance(f, set) else f in keys)]
             if hits:
+                how = label
                 break
         if not hits and m.name in unstained and m.detector:
             hits = [i for i, n in enumerate(pnn) if normalize_label(n) == normalize_label(m.detector)]

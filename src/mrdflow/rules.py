@@ -24,14 +24,17 @@ def setup(smk: Any) -> dict:
     return validate_config(smk.config)
 
 
-def sample_settings(config: dict):
-    """:class:`mrdflow.sample.SampleSettings` of a validated config, paths resolved from the working directory."""
+def sample_settings(config: dict, *, panels_dir: str | Path | None = None, gating_dir: str | Path | None = None,
+                    reference: str | Path | None = None):
+    """:class:`mrdflow.sample.SampleSettings` of a validated config. The folders of the panels and
+    gating templates and the normal-PC reference are the rule's (its params, by name) when given,
+    else the config's, resolved from the working directory."""
     from mrdflow.config import resolve_path
     from mrdflow.panels import load_panels
     from mrdflow.sample import settings_from_config
 
-    panels = load_panels(resolve_path(config["panels_dir"]))
+    panels = load_panels(panels_dir if panels_dir is not None else resolve_path(config["panels_dir"]))
     return settings_from_config(
-        config, panels, resolve_path(config["gating_dir"]), workdir=Path("."),
-        reference=resolve_path(config["clustering"]["reference"]),
+        config, panels, gating_dir if gating_dir is not None else resolve_path(config["gating_dir"]), workdir=Path("."),
+        reference=reference if reference is not None else resolve_path(config["clustering"]["reference"]),
     )

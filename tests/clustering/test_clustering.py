@@ -29,7 +29,8 @@ def _tube(rng, sample, tube, n_normal, n_tumour, lc=True):
     if lc:
         kappa = np.r_[rng.random(n_normal) < 0.6, np.ones(n_tumour, bool)]
         lam = ~kappa
-    return PCEvents(sample, tube, list(BACKBONE), x, kappa, lam), np.r_[np.zeros(n_normal, bool), np.ones(n_tumour, bool)]
+    truth = np.r_[np.zeros(n_normal, bool), np.ones(n_tumour, bool)]
+    return PCEvents(sample, tube, list(BACKBONE), x, kappa, lam), truth
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,8 @@ def test_same_result_on_local_cluster_and_scheduler_address(files):
     paths, _ = files
     local = fit_pc_model(paths, REF, SETTINGS)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        remote_settings = ClusteringSettings(**{**SETTINGS.__dict__, "scheduler": "address", "address": cluster.scheduler_address})
+        remote_settings = ClusteringSettings(**{**SETTINGS.__dict__, "scheduler": "address",
+                                                "address": cluster.scheduler_address})
         remote = fit_pc_model(paths, REF, remote_settings)
         with dask_client(remote_settings) as client:
             events = load_pc_events(paths[0])

@@ -11,6 +11,10 @@ import pandas as pd
 import pytest
 
 import mrdflow.cohort._figures as cp
+from mrdflow.cohort._fig_mrd import _abbrev_reason
+from mrdflow.cohort._fig_nkg2a import _assoc_caption
+from mrdflow.cohort._plotkit import _dose_key
+from mrdflow.formatting import p_relation
 
 IDS = [f"PT0{i}" for i in range(1, 9)]
 ASSOC = {"rho": -0.7142857, "p_value": 0.0575, "p_method": "exact", "n": 7, "ci_low": -0.953, "ci_high": -0.021}
@@ -81,8 +85,8 @@ def make_mrd() -> pd.DataFrame:
     }  # PT06: no week-4 marrow
     rows = []
     for pid in IDS:
-        rows.append({"patient_id": pid, "sample_id": f"{pid}_BM_baseline", "visit": "baseline", "day": -5, "infusion": 1,
-                     "mrd_status": "positive", "mrd_level": 0.05, "sensitivity": 5e-6, "reason": "",
+        rows.append({"patient_id": pid, "sample_id": f"{pid}_BM_baseline", "visit": "baseline", "day": -5,
+                     "infusion": 1, "mrd_status": "positive", "mrd_level": 0.05, "sensitivity": 5e-6, "reason": "",
                      "n_nucleated": 4_000_000, "n_aberrant_pc": 200_000})
         if pid in w4:
             st, lvl, sens, why = w4[pid]
@@ -241,12 +245,12 @@ def test_nkg2a_without_assoc_and_other_y(tables, tmp_path):
 
 
 def test_assoc_caption_formats():
-    assert cp._assoc_caption(None) is None
-    assert cp._assoc_caption({"rho": math.nan}) is None
-    assert cp._assoc_caption({"rho": 0.5, "n": 5}) == "Spearman ρ = 0.50, n = 5 — exploratory"
-    assert cp._assoc_caption({"rho": 0.1, "p_value": 0.0004, "p_method": "permutation", "n": 8}) == \
+    assert _assoc_caption(None) is None
+    assert _assoc_caption({"rho": math.nan}) is None
+    assert _assoc_caption({"rho": 0.5, "n": 5}) == "Spearman ρ = 0.50, n = 5 — exploratory"
+    assert _assoc_caption({"rho": 0.1, "p_value": 0.0004, "p_method": "permutation", "n": 8}) == \
         "Spearman ρ = 0.10, permutation p < 0.001, n = 8 — exploratory"
-    assert cp._fmt_p(0.21) == "= 0.21" and cp._fmt_p(0.0575) == "= 0.058" and cp._fmt_p(0.0042) == "= 0.0042"
+    assert p_relation(0.21) == "= 0.21" and p_relation(0.0575) == "= 0.058" and p_relation(0.0042) == "= 0.0042"
 
 
 def test_mrd_content(figs):
@@ -270,11 +274,11 @@ def test_mrd_falls_back_to_patient_table(tables, tmp_path):
 
 
 def test_abbrev_reason():
-    assert cp._abbrev_reason("sample quality: ngf1: too few events") == "QC failed"
-    assert cp._abbrev_reason("hemodilution: 0 aberrant PC events < LOD") == "hemodiluted"
-    assert cp._abbrev_reason("no nucleated cells after QC") == "no cells"
-    assert cp._abbrev_reason(None) == "n.e."
-    assert cp._abbrev_reason("a very long custom reason that goes on") == "a very long cus…"
+    assert _abbrev_reason("sample quality: ngf1: too few events") == "QC failed"
+    assert _abbrev_reason("hemodilution: 0 aberrant PC events < LOD") == "hemodiluted"
+    assert _abbrev_reason("no nucleated cells after QC") == "no cells"
+    assert _abbrev_reason(None) == "n.e."
+    assert _abbrev_reason("a very long custom reason that goes on") == "a very long cus…"
 
 
 def test_colours():
@@ -287,7 +291,7 @@ def test_colours():
     assert len(set(cp.RESPONSE_COLORS.values())) == 7
     assert cp.dose_color("3.0×10^8") == cp.DOSE_COLORS["3.0×10^8"]
     assert cp.dose_color("2.0×10^8", ["2.0×10^8", "7.0×10^8"]) != cp.dose_color("7.0×10^8", ["2.0×10^8", "7.0×10^8"])
-    assert cp._dose_key(3e8) == "3.0×10^8" and cp._dose_key(math.nan, "4.5×10^8") == "4.5×10^8"
+    assert _dose_key(3e8) == "3.0×10^8" and _dose_key(math.nan, "4.5×10^8") == "4.5×10^8"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ def test_absolute_count_formula_and_ci():
 def test_kinetics_trapezoid():
     k = kinetics([0, 4, 7, 10, 14, 21, 28, 56], [0, 10, 100, 60, 20, 5, 2, 0.5], lloq=1)
     assert k.cmax == 100 and k.tmax_day == 7
-    expected = (0 + 10) / 2 * 4 + (10 + 100) / 2 * 3 + (100 + 60) / 2 * 3 + (60 + 20) / 2 * 4 + (20 + 5) / 2 * 7 + (5 + 2) / 2 * 7
+    expected = ((0 + 10) / 2 * 4 + (10 + 100) / 2 * 3 + (100 + 60) / 2 * 3 + (60 + 20) / 2 * 4 + (20 + 5) / 2 * 7
+                + (5 + 2) / 2 * 7)
     assert k.auc_0_28 == pytest.approx(expected)
     assert k.persistence_day == 28 and k.auc_complete
 

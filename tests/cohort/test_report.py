@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mrdflow.cohort import FIGURES, SECTIONS, build_report
+from mrdflow.cohort import FIGURES, SECTIONS, ReportInputs, build_report
 from mrdflow.cohort._tables import response_summary, table1, write_tsv
 
 SECTION_IDS = [s for s, _ in SECTIONS]
@@ -127,10 +127,12 @@ def tree(tmp_path_factory) -> dict:
     (sheets / "clinical.tsv").write_text("patient_id\tage\nPT01\t63\n")
     config = {"samples": str(sheets / "samples.tsv"), "data_dir": "data/demo", "mrd": {"required_sensitivity": 1e-5},
               "cohort": {"seed": 596}}
-    kw = dict(results_dir=res, inventory_tsv=res / "inventory.tsv", config=config,
-              sample_sheet=sheets / "samples.tsv", clinical_sheet=sheets / "clinical.tsv")
-    out = build_report(res / "report.html", **kw)
-    return {"root": root, "res": res, "out": out, "html": out.read_text(encoding="utf-8"), "kw": kw}
+    inputs = ReportInputs.under(root, inventory=res / "inventory.tsv", samples=sheets / "samples.tsv",
+                                clinical=sheets / "clinical.tsv", plots=sorted((res / "samples").glob("*/plots")))
+    kw = dict(config=config)
+    out = build_report(inputs, res / "report.html", **kw)
+    return {"root": root, "res": res, "out": out, "html": out.read_text(encoding="utf-8"), "kw": kw,
+            "inputs": inputs}
 
 
 def _section(page: str, sid: str) -> str:
@@ -205,7 +207,7 @@ def test_privacy(tree):
 
 
 def test_deterministic(tree, tmp_path):
-    again = build_report(tree["res"] / "report2.html", **tree["kw"])
+    again = build_report(tree["inputs"], tree["res"] / "report2.html", **tree["kw"])
     assert again.read_bytes() == tree["out"].read_bytes()
 
 
@@ -237,9 +239,10 @@ def test_renders_in_headless_chromium(tree, tmp_path):
 
 
 def test_missing_inputs_give_notes_not_errors(tmp_path):
-    out = build_report(tmp_path / "out" / "report.html", results_dir=tmp_path / "results",
-                       inventory_tsv=tmp_path / "results" / "inventory.tsv", config={},
-                       sample_sheet=tmp_path / "samples.tsv", clinical_sheet=tmp_path / "clinical.tsv")
+    inputs = ReportInputs.under(tmp_path, inventory=tmp_path / "results" / "inventory.tsv",
+                                samples=tmp_path / "samples.tsv", clinical=tmp_path / "clinical.tsv",
+                                plots=[])
+    out = build_report(inputs, tmp_path / "results" / "report.html", config={})
     page = out.read_text(encoding="utf-8")
     for sid in SECTION_IDS:
         assert f'<section id="{sid}">' in page

@@ -45,7 +45,8 @@ def test_join_by_visit_not_file_name():
         _m("S1", "PT01", "BM", "baseline", day=-5, pc={"pc_pct": 22.5, "aberrant_pc_pct": 21.0}),
         _m("S2", "PT01", "BM", "week4", day=28, pc={"pc_pct": 0.01},
            mrd={"mrd_status": "negative", "mrd_level": None, "sensitivity": 8e-6, "mrd_reason": "A < LOD"}),
-        _m("S3", "PT01", "PB", "baseline", day=-5, nk={"nkg2a_pct": 19.5, "nk_pct_lymph": 14.0, "nkg2a_threshold_source": "fmo"}),
+        _m("S3", "PT01", "PB", "baseline", day=-5,
+           nk={"nkg2a_pct": 19.5, "nk_pct_lymph": 14.0, "nkg2a_threshold_source": "fmo"}),
         *[_cart("PT01", d, c) for d, c in ((0, 0.0), (7, 40.0), (14, 100.0), (28, 10.0), (60, 2.0), (90, 0.5))],
         *[_cart("PT01", d, c, infusion=2) for d, c in ((0, 1.0), (10, 70.0), (28, 5.0))],
     ]
@@ -157,8 +158,8 @@ def test_tsv_round_trip(tmp_path):
 
 def _write_clinical(path, rows):
     cols = list(rows[0])
-    path.write_text("\t".join(cols) + "\n" + "".join("\t".join("" if r.get(c) is None else str(r[c]) for c in cols) + "\n"
-                                                     for r in rows))
+    lines = ("\t".join("" if r.get(c) is None else str(r[c]) for c in cols) + "\n" for r in rows)
+    path.write_text("\t".join(cols) + "\n" + "".join(lines))
     return path
 
 
@@ -166,7 +167,8 @@ def test_clinical_cross_checks(tmp_path):
     base = dict(_clin("PT01"), infusion2_date=None, infusion2_dose_cells=None, best_response_date=None,
                 progression=None, progression_date=None)
     rows = [base, dict(base, patient_id="PT01"), dict(base, patient_id="PT03", infusion2_date="2025-03-01"),
-            dict(base, patient_id="PT04", best_response_date="2024-12-01"), dict(base, patient_id="PT05", progression="yes")]
+            dict(base, patient_id="PT04", best_response_date="2024-12-01"),
+            dict(base, patient_id="PT05", progression="yes")]
     p = _write_clinical(tmp_path / "clinical.tsv", rows)
     with pytest.raises(ConfigError) as e:
         read_clinical(p, sample_patients=["PT01", "PT03", "PT04", "PT05", "PT09"])

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 import mrdflow.demo._simulate as sim
+from mrdflow.demo._design import TUBE_PANEL, _load_panel
+from mrdflow.demo._instrument import SAT
 from mrdflow.io import format_spillover, write_fcs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,7 +119,7 @@ def test_files_shape_keywords_and_spillover(tiny):
     assert len(truths) == 8
     for name, t in truths.items():
         v, pnn, pns, meta = read(out / name)
-        panel = sim._load_panel(t["panel"])
+        panel = _load_panel(t["panel"])
         assert v.shape == (t["n_events"], 4 + len(panel.markers))
         assert pnn == ["FSC-A", "FSC-H", "SSC-A", *panel.detectors, "Time"]
         for m, f, s in zip(panel.markers, panel.fluors, pns[3:-1]):
@@ -133,7 +135,7 @@ def test_files_shape_keywords_and_spillover(tiny):
         off = S[~np.eye(len(dets), dtype=bool)]
         assert off.max() <= 0.3 and (off >= 0.01).sum() >= len(dets)
         fl = v[:, 3:-1]
-        assert fl.max() <= sim.SAT and (fl < 0).any()  # saturation clip; negatives exist
+        assert fl.max() <= SAT and (fl < 0).any()  # saturation clip; negatives exist
         assert np.all(np.diff(v[:, -1]) >= 0)  # Time increases
 
 
@@ -270,7 +272,7 @@ def test_scatter_doublets_and_debris(tiny):
     deb = lab == names.index("debris")
     assert np.median(v[deb, 0]) < 0.3 * np.median(v[cells, 0])
     # CD45-negative erythroblasts vs CD45-bright T cells
-    cd45 = 3 + sim._load_panel("ngf_tube1").markers.index("CD45")
+    cd45 = 3 + _load_panel("ngf_tube1").markers.index("CD45")
     assert np.median(v[lab == names.index("erythroblast"), cd45]) < 500
     assert np.median(v[lab == names.index("t_cell"), cd45]) > 10000
 
@@ -328,7 +330,7 @@ def test_sample_sheets_match_design(folder):
     assert rows == made
     assert len({r["fcs"] for r in rows}) == len(rows)
     for r in rows:
-        assert r["panel"] == sim.TUBE_PANEL[r["tube"]]
+        assert r["panel"] == TUBE_PANEL[r["tube"]]
         assert (r["role"] == "fmo") == (r["tube"] == "nk_fmo") == (r["fmo_marker"] == "CD159a")
         assert bool(r["beads_per_tube"]) == (r["tube"] == "cart")
     clin = _tsv(folder / "clinical.tsv")

@@ -4,7 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mrdflow.gating._gating import GatingError, _bound_rule, _gmm_threshold, load_template
+from mrdflow.gating import GatingError, load_template
+from mrdflow.gating._bounds import _gmm_threshold
+from mrdflow.gating._template import _bound_rule
 
 GATING = Path(__file__).resolve().parents[2] / "resources" / "gating"
 

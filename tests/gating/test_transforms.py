@@ -57,7 +57,8 @@ def test_matrix_file(tmp_path):
 @pytest.mark.parametrize(
     "spec,ref",
     [
-        ({"type": "logicle", "t": 262144, "w": 0.5, "m": 4.5, "a": 0}, fk.transforms.LogicleTransform(262144, 0.5, 4.5, 0)),
+        ({"type": "logicle", "t": 262144, "w": 0.5, "m": 4.5, "a": 0},
+         fk.transforms.LogicleTransform(262144, 0.5, 4.5, 0)),
         ({"type": "asinh", "t": 262144, "m": 4.5, "a": 0}, fk.transforms.AsinhTransform(262144, 4.5, 0)),
         ({"type": "linear", "t": 262144}, fk.transforms.LinearTransform(262144, 0)),
     ],

@@ -10,8 +10,10 @@ from mrdflow.io import inventory, parse_fcs_date, write_inventory
 from mrdflow.panels import load_panels
 
 REPO = Path(__file__).resolve().parents[2]
-NAMES = ["FSC-A", "FSC-H", "SSC-A", "Time", "BV421-A", "BV510-A", "FITC-A", "PE-A", "PerCP-Cy5-5-A", "PE-Cy7-A", "APC-A", "APC-C750-A"]
-MARKERS = ["", "", "", "", "CD138 BV421", "CD27 BV510", "CD38 FITC", "CD56 PE", "CD45 PerCP-Cy5.5", "CD19 PE-Cy7", "CD117 APC", "CD81 APC-C750"]
+NAMES = ["FSC-A", "FSC-H", "SSC-A", "Time", "BV421-A", "BV510-A", "FITC-A", "PE-A", "PerCP-Cy5-5-A", "PE-Cy7-A",
+         "APC-A", "APC-C750-A"]
+MARKERS = ["", "", "", "", "CD138 BV421", "CD27 BV510", "CD38 FITC", "CD56 PE", "CD45 PerCP-Cy5.5", "CD19 PE-Cy7",
+           "CD117 APC", "CD81 APC-C750"]
 
 
 def _tube(path, markers=MARKERS, **knobs):
@@ -32,7 +34,8 @@ def test_inventory_rows_and_statuses(tmp_path):
     rows = [
         ("S1", "ngf1", "ok.fcs"), ("S2", "ngf1", "trunc.fcs"), ("S3", "ngf1", "nocd81.fcs"), ("S4", "ngf1", "gone.fcs"),
     ]
-    sheet.write_text(head + "".join(f"{s}\tPT01\tBM\tbaseline\t-5\t1\t{t}\tngf_tube1\tstain\tPT01/{f}\n" for s, t, f in rows))
+    body = "".join(f"{s}\tPT01\tBM\tbaseline\t-5\t1\t{t}\tngf_tube1\tstain\tPT01/{f}\n" for s, t, f in rows)
+    sheet.write_text(head + body)
     panels = load_panels(REPO / "resources" / "panels")
     tubes = read_samples(sheet, panels=panels)
     inv = inventory(tubes, data, panels, keywords=["$CYT", "$DATE"], threads=2)

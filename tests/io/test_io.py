@@ -499,7 +499,9 @@ def test_scale_in_place_equals_scaled(tmp_path):
     assert ev is fcs.channel_values and fcs.events is ev
     assert np.array_equal(ev, ref)
     t = fcs.pnn.index("Time")
-    assert float(fcs.metadata["$TIMESTEP"]) != 1.0 and not np.array_equal(ev[:, t], read_fcs(tmp_path / "t.fcs").channel_values[:, t])
+    assert float(fcs.metadata["$TIMESTEP"]) != 1.0 and not np.array_equal(
+        ev[:, t], read_fcs(tmp_path / "t.fcs").channel_values[:, t]
+    )
 
 
 def test_duplicate_pnn_is_refused(tmp_path):

@@ -12,8 +12,9 @@ from fcs_bytes import FCSSpec, fcs_bytes
 from mrdflow.config import Tube, load_config, resolve_path
 from mrdflow.demo import load_design, simulate_file
 from mrdflow.io import read_fcs, write_fcs
+from mrdflow.metrics import read_metrics
 from mrdflow.panels import load_panels
-from mrdflow.sample import analyse_sample, settings_from_config
+from mrdflow.sample import analyse_sample, finish_sample, settings_from_config
 
 REPO = Path(__file__).resolve().parents[2]
 STRUCTURAL = {"$BEGINANALYSIS", "$ENDANALYSIS", "$BEGINDATA", "$ENDDATA", "$BEGINSTEXT", "$ENDSTEXT",
@@ -82,6 +83,7 @@ def test_debris_only_tube_fails_with_the_reason(good, tmp_path):
     rec = _run(good, [_tube(_variant(good[0], "debris.fcs", change))], tmp_path)
     assert rec["status"] == "failed"
     assert "debris.fcs: only" in rec["errors"][0]["error"] and "nucleated cells" in rec["errors"][0]["error"]
+    _metrics_follow_the_contract(good, tmp_path / "out", "failed")
 
 
 def test_population_absent_gives_an_empty_gate_not_noise(good, tmp_path):
@@ -114,6 +116,17 @@ def test_missing_marker_missing_file_and_zero_events_are_recorded_per_tube(good,
     assert "d" not in errors and rec["status"] == "partial"
     stage1 = json.loads((tmp_path / "out" / "stage1.json").read_text())
     assert stage1["status"] == "partial" and set(stage1["counts"]) == {"d"}
+    _metrics_follow_the_contract(good, tmp_path / "out", "partial")
+
+
+def _metrics_follow_the_contract(good, outdir: Path, status: str) -> None:
+    """Stage 2 (no PC model) of a failed or partial sample writes a metrics.json that follows
+    metrics.schema.yaml, with the errors and the status carried over."""
+    stage1 = json.loads((outdir / "stage1.json").read_text())
+    m = finish_sample(stage1, outdir, good[1], None)
+    back = read_metrics(outdir / "metrics.json")
+    assert back.as_dict() == m and back.status == status and len(back.errors) == len(stage1["errors"])
+    assert back.mrd is not None and back.mrd.mrd_status == "not_evaluable" and back.mrd.call is None
 
 
 def test_bad_spillover_is_recorded_with_the_cause(good, tmp_path):
@@ -139,3 +152,31 @@ def test_bad_spillover_is_recorded_with_the_cause(good, tmp_path):
     assert "foreign.fcs" in errors["a"] and "BUV999-A" in errors["a"] and "lacks" in errors["a"]
     assert "singular.fcs" in errors["b"] and "singular" in errors["b"].split("singular.fcs")[1]
     assert rec["status"] == "partial" and "c" in rec["counts"]
+
+
+def test_a_labs_own_panel_feeds_the_readout_it_names(good, tmp_path):
+    """The read-outs follow the panel's ``readout:``, not its name: the same tube under a lab's own
+    panel name (same markers and gates) gives the same marrow counts with ``readout: pc_mrd``, and
+    only its gating without a read-out."""
+    import dataclasses
+    import shutil
+
+    folder, settings = good
+    ngf1 = settings.panels["ngf_tube1"]
+    gating = tmp_path / "gating"
+    gating.mkdir()
+    for name in ("lab_marrow", "lab_gated_only"):
+        for ext in ("xml", "yaml"):
+            shutil.copy(settings.gating_dir / f"ngf_tube1.{ext}", gating / f"{name}.{ext}")
+    panels = {"lab_marrow": dataclasses.replace(ngf1, name="lab_marrow"),
+              "lab_gated_only": dataclasses.replace(ngf1, name="lab_gated_only", readout=None)}
+    lab = dataclasses.replace(settings, panels=panels, gating_dir=gating,
+                              panel_config={p: settings.panel_config["ngf_tube1"] for p in panels})
+    ref = analyse_sample("S", [_tube("good.fcs")], folder, settings, tmp_path / "ref")
+    rec = analyse_sample("S", [dataclasses.replace(_tube("good.fcs"), panel="lab_marrow")], folder, lab,
+                         tmp_path / "lab")
+    assert rec["counts"] == ref["counts"] and rec["pc_events"] == "pc_events.npz"
+    only = analyse_sample("S", [dataclasses.replace(_tube("good.fcs"), panel="lab_gated_only")], folder, lab,
+                          tmp_path / "only")
+    assert only["counts"] == {} and only["pc_events"] is None and only["status"] == "ok"
+    assert (tmp_path / "only" / "gating.tsv").read_text() == (tmp_path / "ref" / "gating.tsv").read_text()

@@ -54,7 +54,7 @@ def test_tiny_cohort_has_serial_cart_tubes(gated):
 
 
 def test_cells_per_ul_matches_truth(gated):
-    for sid, (r, g, m, truth) in gated.items():
+    for sid, (_r, _g, m, truth) in gated.items():
         assert m.cells_per_ul is not None, (sid, m.reason)
         expected = truth["cart_per_ul"]  # implied by the planted events and all bead events
         factor = m.beads_per_tube / m.bead_count / m.blood_volume_ul  # cells/µL per CAR+ event
@@ -67,7 +67,7 @@ def test_cells_per_ul_matches_truth(gated):
 def test_beads_and_time_qc_share_events(gated):
     """Beads are gated on the time-QC'd events only, like the cells: the clogged tube
     (PT08_PB_I1_D007) loses beads in proportion, and every gated bead is a bead."""
-    for sid, (r, g, m, truth) in gated.items():
+    for sid, (_r, g, m, truth) in gated.items():
         removed = g.qc["time"]["removed_fraction"]
         assert m.bead_count <= truth["bead_events"]
         assert m.bead_count >= truth["bead_events"] * (1 - removed) * 0.98, sid

@@ -44,7 +44,8 @@ def test_hemodilution_policy():
 
 
 def test_failed_tubes_are_excluded():
-    r = mrd_call([TubeCount("ngf1", 2_500_000, 1), TubeCount("ngf2", 2_500_000, 60, qc_passed=False, qc_reason="flow-rate")])
+    r = mrd_call([TubeCount("ngf1", 2_500_000, 1),
+                  TubeCount("ngf2", 2_500_000, 60, qc_passed=False, qc_reason="flow-rate")])
     assert r.status == "negative" and r.tubes == ("ngf1",) and "flow-rate" in r.reason
     r = mrd_call([TubeCount("ngf1", 2_500_000, 1, qc_passed=False, qc_reason="clog")])
     assert r.status == "not_evaluable" and "clog" in r.reason

@@ -209,7 +209,8 @@ def test_nk_metrics_needs_the_nk_template():
 
 
 def test_floor_rule_is_validated():
-    from mrdflow.gating._gating import GatingError, _bound_rule
+    from mrdflow.gating import GatingError
+    from mrdflow.gating._template import _bound_rule
 
     br = _bound_rule({"method": "valley", "window": [0.2, 0.5],
                       "floor": {"method": "tail", "population": "Tcells", "k": 3, "window": [0.2, 0.45]}}, "x")

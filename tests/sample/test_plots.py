@@ -12,7 +12,8 @@ import mrdflow.demo._simulate as sim
 from mrdflow.gating import TubeView, compensation_for, gate_tube, load_template
 from mrdflow.io import read_fcs
 from mrdflow.panels import load_panels, resolve_panel
-from mrdflow.sample._plots import density2d, plot_file_name, plot_gating
+from mrdflow.sample._plot_panels import density2d
+from mrdflow.sample._plots import plot_file_name, plot_gating
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_DESIGN = REPO / "config/test/design.yaml"

@@ -82,7 +82,8 @@ def test_mrd_keys_and_calls(tiny_run):
     for s, expected in (("PT01_BM_week4", "not_evaluable"), ("PT08_BM_week4", "positive")):
         m = json.loads((tiny_run / "results" / "samples" / s / "metrics.json").read_text())
         mrd = m["mrd"]
-        for key in ("mrd_status", "mrd_reason", "mrd_level", "n_nucleated", "n_aberrant_pc", "sensitivity", "hemodilution"):
+        for key in ("mrd_status", "mrd_reason", "mrd_level", "n_nucleated", "n_aberrant_pc", "sensitivity",
+                    "hemodilution"):
             assert key in mrd, key
         # tiny week-4 files hold ~2x10^5 nucleated cells: 10^-5 is out of reach, so never "negative"
         assert mrd["mrd_status"] == expected, (s, mrd["mrd_reason"])
@@ -120,7 +121,8 @@ def test_tiny_cohort_recovers_planted_truth(tiny_run):
     assert len(checks) >= 14, report
     assert all(c.passed for c in checks), report
     readouts = {c.readout for c in checks}
-    assert {"PC % of nucleated", "aberrant PC events", "week-4 MRD status", "NKG2A+ % of NK", "CAR-T cells/µL"} <= readouts
+    expected = {"PC % of nucleated", "aberrant PC events", "week-4 MRD status", "NKG2A+ % of NK", "CAR-T cells/µL"}
+    assert expected <= readouts
 
 
 def test_cohort_outputs(tiny_run):

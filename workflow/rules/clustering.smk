@@ -4,9 +4,9 @@
 rule pc_model:
     input:
         pc_events=expand("results/samples/{sample}/pc_events.npz", sample=BM_SAMPLES),
-        reference=resolve_path(config["clustering"]["reference"]),
+        reference=PC_REFERENCE,
     output:
-        "results/cohort/pc_model.json",
+        model="results/cohort/pc_model.json",
     threads: 2
     resources:
         mem_mb=4000,

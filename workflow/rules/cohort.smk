@@ -1,12 +1,30 @@
 # Cohort stage (mrdflow.cohort): per-sample metrics joined with the clinical sheet into tables,
 # statistics, AnnData, figures and the self-contained report.
+# The stage's file names live once, in mrdflow.cohort (_outputs): each rule's named inputs/outputs are
+# a dataclass whose fields are the names and whose defaults are the paths; the rule scripts turn
+# snakemake.input/output back into it by name (from_named).
+from mrdflow.cohort import (
+    COHORT_FIGURES,
+    REPORT_HTML,
+    AnnDataFiles,
+    CohortTableFiles,
+    FigureFiles,
+    FigureInputs,
+    ReportInputs,
+    SampleMetricsTable,
+)
+
+COHORT_TABLES = CohortTableFiles()
+COHORT_SAMPLE_METRICS = SampleMetricsTable()
+COHORT_ANNDATA = AnnDataFiles()
+COHORT_PLOTS = FigureFiles()
 
 
 rule sample_metrics_table:
     input:
-        expand("results/samples/{sample}/metrics.json", sample=SAMPLES),
+        metrics=expand("results/samples/{sample}/metrics.json", sample=SAMPLES),
     output:
-        "results/cohort/sample_metrics.tsv",
+        **COHORT_SAMPLE_METRICS.as_dict(),
     threads: 1
     resources:
         mem_mb=1000,
@@ -22,15 +40,10 @@ rule cohort_tables:
         metrics=expand("results/samples/{sample}/metrics.json", sample=SAMPLES),
         clinical=CLINICAL_SHEET,
     output:
-        patients="results/cohort/patients.tsv",
-        patients_parquet="results/cohort/patients.parquet",
-        kinetics="results/cohort/kinetics.tsv",
-        mrd="results/cohort/mrd.tsv",
-        table1="results/cohort/table1.tsv",
-        table1_html=report("results/cohort/table1.html", caption="../report/table1.rst", category="Cohort tables"),
-        response="results/cohort/response_summary.tsv",
-        associations="results/cohort/associations.tsv",
-        samples_parquet="results/cohort/sample_metrics.parquet",
+        **{
+            **COHORT_TABLES.as_dict(),
+            "table1_html": report(COHORT_TABLES.table1_html, caption="../report/table1.rst", category="Cohort tables"),
+        },
     threads: 1
     resources:
         mem_mb=2000,
@@ -48,8 +61,7 @@ rule cohort_anndata:
         model="results/cohort/pc_model.json" if BM_SAMPLES else [],
         reference=resolve_path(config["clustering"]["reference"]),
     output:
-        pc="results/cohort/pc_events.h5ad",
-        nk="results/cohort/nk_events.h5ad",
+        **COHORT_ANNDATA.as_dict(),
     params:
         patient_of={s: TUBES_OF[s][0].patient_id for s in SAMPLES},
     threads: 1
@@ -64,15 +76,14 @@ rule cohort_anndata:
 
 rule cohort_plots:
     input:
-        patients="results/cohort/patients.tsv",
-        kinetics="results/cohort/kinetics.tsv",
-        mrd="results/cohort/mrd.tsv",
-        associations="results/cohort/associations.tsv",
+        **FigureInputs().as_dict(),
     output:
         # PNGs are registered for `snakemake --report`; SVGs are the publication copies.
-        *[report(f"results/cohort/plots/{fig}.png", caption=f"../report/{fig}.rst", category="Cohort figures")
-          for fig in COHORT_FIGURES],
-        expand("results/cohort/plots/{fig}.svg", fig=COHORT_FIGURES),
+        png=[
+            report(png, caption=f"../report/{fig}.rst", category="Cohort figures")
+            for fig, png in zip(COHORT_FIGURES, COHORT_PLOTS.png)
+        ],
+        svg=list(COHORT_PLOTS.svg),
     params:
         lloq=config["cohort"]["cart_lloq_cells_per_ul"],
     threads: 1
@@ -92,20 +103,14 @@ rule cohort_plots:
 
 rule report:
     input:
-        patients="results/cohort/patients.tsv",
-        table1="results/cohort/table1.tsv",
-        response="results/cohort/response_summary.tsv",
-        associations="results/cohort/associations.tsv",
-        mrd="results/cohort/mrd.tsv",
-        kinetics="results/cohort/kinetics.tsv",
-        sample_metrics="results/cohort/sample_metrics.tsv",
-        figures=expand("results/cohort/plots/{fig}.png", fig=COHORT_FIGURES),
-        inventory="results/inventory.tsv",
-        samples=SAMPLE_SHEET,
-        clinical=CLINICAL_SHEET,
-        metrics=expand("results/samples/{sample}/metrics.json", sample=SAMPLES),
+        **ReportInputs(
+            inventory="results/inventory.tsv",
+            samples=SAMPLE_SHEET,
+            clinical=CLINICAL_SHEET,
+            plots=expand("results/samples/{sample}/plots", sample=SAMPLES),
+        ).as_dict(),
     output:
-        report("results/report.html", caption="../report/report.rst", category="Report"),
+        html=report(REPORT_HTML, caption="../report/report.rst", category="Report"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -11,7 +11,12 @@ _undefined = sorted(set(config["panels"]) - set(PANELS))
 if _undefined:
     raise ValueError(f"config: panels: {_undefined} have no definition in {PANELS_DIR}")
 SAMPLE_SHEET = resolve_path(config["samples"])
-TUBES = read_samples(SAMPLE_SHEET, panels=set(config["panels"]) & set(PANELS))
+CONFIG_PANELS = {name: PANELS[name] for name in config["panels"]}  # the panels the config sets up
+for _panel in CONFIG_PANELS.values():
+    if _panel.readout is None:
+        logger.warning(f"panel {_panel.name!r} ({_panel.source}) has no 'readout:' (pc_mrd, nk or cart): "
+                       "its tubes are gated and counted but feed no read-out")
+TUBES = read_samples(SAMPLE_SHEET, panels=CONFIG_PANELS)
 CLINICAL_SHEET = resolve_path(config["clinical"])
 CLINICAL = read_clinical(CLINICAL_SHEET, sample_patients={t.patient_id for t in TUBES})
 DATA_DIR = config["data_dir"]
@@ -30,9 +35,11 @@ def existing_fcs(wildcards=None):
     return paths if SIMULATED else [p for p in paths if os.path.exists(p)]
 
 GATING_DIR = resolve_path(config["gating_dir"])
+PC_REFERENCE = resolve_path(config["clustering"]["reference"])  # the normal-PC reference phenotype
 SAMPLES = list(dict.fromkeys(t.sample_id for t in TUBES))
 TUBES_OF = {s: [t for t in TUBES if t.sample_id == s] for s in SAMPLES}
-BM_SAMPLES = [s for s in SAMPLES if any(t.panel in ("ngf_tube1", "ngf_tube2") for t in TUBES_OF[s])]
+# Marrow samples: a tube whose panel feeds the plasma-cell / MRD read-out (panel `readout: pc_mrd`).
+BM_SAMPLES = [s for s in SAMPLES if any(PANELS[t.panel].readout == "pc_mrd" for t in TUBES_OF[s])]
 
 
 wildcard_constraints:
@@ -118,4 +125,4 @@ def sample_threads(wildcards, input):
 def sample_model(wildcards):
     return ["results/cohort/pc_model.json"] if wildcards.sample in BM_SAMPLES else []
 
-COHORT_FIGURES = ("swimmer", "kinetics", "nkg2a_auc", "mrd")
+from mrdflow.cohort import COHORT_FIGURES  # cohort figure stems, named once in mrdflow.cohort._outputs

@@ -6,7 +6,7 @@ rule inventory:
         samples=SAMPLE_SHEET,
         fcs=existing_fcs,
     output:
-        "results/inventory.tsv",
+        inventory="results/inventory.tsv",
     params:
         data_dir=DATA_DIR,
         panels_dir=PANELS_DIR,

@@ -14,7 +14,12 @@ rule gate_sample:
         nk_events="results/samples/{sample}/nk_events.npz",
         plots=directory("results/samples/{sample}/plots"),
     params:
+        # the tubes' panel, role, FMO marker and beads come from the sheet (validated at parse time);
+        # FCS paths are data_dir/<fcs>, a missing file is recorded in the sample's errors
+        samples=SAMPLE_SHEET,
         data_dir=DATA_DIR,
+        panels_dir=PANELS_DIR,
+        gating_dir=GATING_DIR,  # the templates' folder
     threads: sample_threads  # row chunks of the events run on dask threads
     resources:
         mem_mb=sample_mem_mb,
@@ -31,7 +36,9 @@ rule sample_metrics:
         pc_events="results/samples/{sample}/pc_events.npz",
         model=sample_model,
     output:
-        "results/samples/{sample}/metrics.json",
+        metrics="results/samples/{sample}/metrics.json",
+    params:
+        reference=PC_REFERENCE,
     threads: 1
     resources:
         mem_mb=metrics_mem_mb,

@@ -1,11 +1,8 @@
-"""Rule cohort_plots: swimmer, CAR-T kinetics, NKG2A vs AUC and MRD figures (mrdflow.cohort)."""
+"""Rule cohort_plots: swimmer, CAR-T kinetics, NKG2A vs AUC and MRD figures (mrdflow.cohort.write_cohort_figures)."""
 
-from pathlib import Path
-
-from mrdflow.cohort._tables import write_cohort_figures
+from mrdflow.cohort import FigureFiles, FigureInputs, write_cohort_figures
 from mrdflow.rules import setup
 
 smk = snakemake  # noqa: F821 (injected by Snakemake's script: directive)
 config = setup(smk)
-write_cohort_figures(smk.input.patients, smk.input.kinetics, smk.input.mrd, smk.input.associations,
-                     Path(smk.output[0]).parent, lloq=smk.params.lloq)
+write_cohort_figures(FigureInputs.from_named(smk.input), FigureFiles.from_named(smk.output), lloq=smk.params.lloq)

@@ -12,7 +12,7 @@ config = setup(smk)
 panels = load_panels(str(smk.params.panels_dir))
 rows = inventory(read_samples(smk.input.samples, panels=panels), smk.params.data_dir, panels,
                  keywords=smk.params.keywords, threads=smk.threads)
-write_inventory(rows, smk.output[0])
+write_inventory(rows, smk.output.inventory)
 bad = [r for r in rows if r.status != "ok"]
 logging.info("inventory: %d files, %d not ok", len(rows), len(bad))
 for r in bad:

@@ -9,6 +9,9 @@ from mrdflow.sample import finish_sample
 
 smk = snakemake  # noqa: F821 (injected by Snakemake's script: directive)
 config = setup(smk)
-stage1 = json.loads(Path(smk.input.stage1).read_text())
-model = PCModel.load(smk.input.model[0]) if smk.input.model else None
-finish_sample(stage1, Path(smk.output[0]).parent, sample_settings(config), model)
+finish_sample(
+    json.loads(Path(smk.input.stage1).read_text()),
+    Path(smk.output.metrics).parent,
+    sample_settings(config, reference=smk.params.reference),
+    PCModel.load(smk.input.model[0]) if smk.input.model else None,  # marrow samples only
+)

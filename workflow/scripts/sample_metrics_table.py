@@ -5,4 +5,4 @@ from mrdflow.rules import setup
 
 smk = snakemake  # noqa: F821 (injected by Snakemake's script: directive)
 config = setup(smk)
-write_table(sample_metrics_rows(smk.input), smk.output[0])
+write_table(sample_metrics_rows(smk.input.metrics), smk.output.sample_metrics)

@@ -22,34 +22,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from mrdflow.atomic import atomic_open, atomic_path
-from mrdflow.errors import MrdflowError
+from mrdflow.atomic import atomic_open
+from mrdflow.config import schema_defaults
+
+from ._events import BACKBONE, ClusteringError, PCEvents, load_pc_events
+from ._reference import NormalPCReference
 
 __all__ = [
-    "BACKBONE",
     "ClusterLabel",
     "ClusteringSettings",
-    "NormalPCReference",
     "PCModel",
-    "PCEvents",
     "dask_client",
     "fit_pc_model",
     "label_clusters",
-    "load_pc_events",
-    "load_reference",
     "map_events",
     "aberrant_events",
-    "save_pc_events",
 ]
 
-#: Markers shared by both NGF tubes, used to cluster PCs (logicle units).
-BACKBONE = ("CD138", "CD27", "CD38", "CD56", "CD45", "CD19")
-
-
-class ClusteringError(MrdflowError):
-    """The PC model cannot be fitted or applied (names the file or setting and the cause)."""
+#: config ``clustering`` defaults, from the config schema (the one place a default is written)
+_CLUSTERING = schema_defaults("clustering")
 
 
 @dataclass(frozen=True)
@@ -59,85 +51,33 @@ class ClusteringSettings:
     n_clusters: k of the k-means model. max_events_per_tube: cap on each tube's PC events in the
     fitting subsample (events). max_events_total: cap on the whole fitting subsample (events): with
     many samples the per-tube cap shrinks to ``max_events_total / (2 tubes × samples)``, so the
-    pooled matrix (and k-means' float64 copy of it) stays bounded however large the cohort. seed: random seed (subsample and k-means). chunk_events: events per
-    mapping task. scheduler: ``local`` (a LocalCluster started here) or ``address`` (connect to
-    ``address``). n_workers / threads_per_worker / processes / memory_limit: the local cluster.
-    max_distance: a cluster whose phenotype distance (RMS z-score) to the normal-PC reference
-    exceeds this is aberrant; so is one with at least ``min_deviating`` markers beyond
-    ``deviation_z`` reference SDs (normal PCs vary on single markers, e.g. CD19 or CD56, but
-    rarely on two). monotypic_ratio: κ:λ above this (or below its inverse) is monotypic. min_lc_events:
-    light-chain-positive PCs a cluster needs before its ratio counts.
+    pooled matrix (and k-means' float64 copy of it) stays bounded however large the cohort. seed:
+    random seed (subsample and k-means). chunk_events: events per mapping task. scheduler:
+    ``local`` (a LocalCluster started here) or ``address`` (connect to ``address``). n_workers /
+    threads_per_worker / processes / memory_limit: the local cluster. max_distance: a cluster
+    whose phenotype distance (RMS z-score) to the normal-PC reference exceeds this is aberrant; so
+    is one with at least ``min_deviating`` markers beyond ``deviation_z`` reference SDs (normal PCs
+    vary on single markers, e.g. CD19 or CD56, but rarely on two). monotypic_ratio: κ:λ above this
+    (or below its inverse) is monotypic. min_lc_events: light-chain-positive PCs a cluster needs
+    before its ratio counts.
     """
 
-    n_clusters: int = 24
-    max_events_per_tube: int = 20000
-    max_events_total: int = 2_000_000
-    seed: int = 596
-    chunk_events: int = 200000
-    scheduler: str = "local"
-    address: str | None = None
-    n_workers: int = 2
-    threads_per_worker: int = 1
-    processes: bool = False
-    memory_limit: str = "2GB"
-    max_distance: float = 3.0
-    deviation_z: float = 2.0
-    min_deviating: int = 2
-    monotypic_ratio: float = 4.0
-    min_lc_events: int = 20
-
-
-@dataclass
-class PCEvents:
-    """One tube's plasma-cell events for clustering.
-
-    sample_id, tube: identity. markers: column names. values: events × markers (float32, logicle).
-    kappa / lambda_: per-event light-chain calls (bool) where the tube measures them, else None.
-    """
-
-    sample_id: str
-    tube: str
-    markers: list[str]
-    values: np.ndarray
-    kappa: np.ndarray | None = None
-    lambda_: np.ndarray | None = None
-
-    def backbone(self) -> np.ndarray:
-        idx = [self.markers.index(m) for m in BACKBONE]
-        return self.values[:, idx]
-
-
-def save_pc_events(path: str | Path, tubes: Sequence[PCEvents]) -> None:
-    """Write a sample's PC events (all its NGF tubes) to one compressed ``.npz``, atomically."""
-    arrays: dict[str, np.ndarray] = {"tubes": np.array([t.tube for t in tubes], dtype="U64")}
-    sample = tubes[0].sample_id if tubes else ""
-    arrays["sample_id"] = np.array(sample)
-    for t in tubes:
-        arrays[f"{t.tube}__values"] = np.asarray(t.values, dtype=np.float32)
-        arrays[f"{t.tube}__markers"] = np.array(t.markers, dtype=str)
-        if t.kappa is not None:
-            arrays[f"{t.tube}__kappa"] = t.kappa.astype(bool)
-            arrays[f"{t.tube}__lambda"] = t.lambda_.astype(bool)
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-
-
-def load_pc_events(path: str | Path) -> list[PCEvents]:
-    """Read what :func:`save_pc_events` wrote."""
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ClusteringError(f"{path}: cannot read PC events ({e})") from None
-    out = []
-    sample = str(z["sample_id"])
-    for tube in z["tubes"].tolist():
-        k = f"{tube}__kappa"
-        out.append(PCEvents(
-            sample, tube, z[f"{tube}__markers"].tolist(), z[f"{tube}__values"],
-            z[k] if k in z.files else None, z[f"{tube}__lambda"] if k in z.files else None,
-        ))
-    return out
+    n_clusters: int = _CLUSTERING["n_clusters"]
+    max_events_per_tube: int = _CLUSTERING["max_events_per_tube"]
+    max_events_total: int = _CLUSTERING["max_events_total"]
+    seed: int = _CLUSTERING["seed"]
+    chunk_events: int = _CLUSTERING["chunk_events"]
+    scheduler: str = _CLUSTERING["scheduler"]
+    address: str | None = _CLUSTERING["address"]
+    n_workers: int = _CLUSTERING["n_workers"]
+    threads_per_worker: int = _CLUSTERING["threads_per_worker"]
+    processes: bool = _CLUSTERING["processes"]
+    memory_limit: str = _CLUSTERING["memory_limit"]
+    max_distance: float = _CLUSTERING["max_distance"]
+    deviation_z: float = _CLUSTERING["deviation_z"]
+    min_deviating: int = _CLUSTERING["min_deviating"]
+    monotypic_ratio: float = _CLUSTERING["monotypic_ratio"]
+    min_lc_events: int = _CLUSTERING["min_lc_events"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,42 +130,6 @@ def _stable_hash(text: str) -> int:
     import hashlib
 
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-
-
-# ---------------------------------------------------------------------------------------------
-# Reference and labels
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class NormalPCReference:
-    """Normal bone-marrow PC phenotype: per marker the expected median and tolerated spread (SD),
-    in logicle units under the configured transform."""
-
-    median: Mapping[str, float]
-    sd: Mapping[str, float]
-    source: str = ""
-
-
-def load_reference(path: str | Path) -> NormalPCReference:
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ClusteringError(f"{path}: cannot read normal-PC reference ({e})") from None
-    markers = (doc or {}).get("markers") or {}
-    med, sd = {}, {}
-    for m, spec in markers.items():
-        try:
-            med[m] = float(spec["median"])
-            sd[m] = float(spec["sd"])
-        except (KeyError, TypeError, ValueError):
-            raise ClusteringError(f"{path}: markers.{m} needs numeric 'median' and 'sd'") from None
-        if sd[m] <= 0:
-            raise ClusteringError(f"{path}: markers.{m}.sd must be > 0")
-    missing = [m for m in BACKBONE if m not in med and m not in ("CD138", "CD38")]
-    if missing:
-        raise ClusteringError(f"{path}: reference lacks backbone marker(s) {missing}")
-    return NormalPCReference(med, sd, str(path))
 
 
 @dataclass(frozen=True)
@@ -325,7 +229,8 @@ def label_clusters(centers: np.ndarray, cluster_sizes: np.ndarray, kappa: np.nda
         mono = (k + l_) >= settings.min_lc_events and ratio is not None and (
             ratio > settings.monotypic_ratio or ratio < 1.0 / settings.monotypic_ratio)
         if dist > settings.max_distance:
-            aberrant, why = True, f"phenotype distance {dist:.1f} > {settings.max_distance:g} ({', '.join(dev) or 'overall'})"
+            why = f"phenotype distance {dist:.1f} > {settings.max_distance:g} ({', '.join(dev) or 'overall'})"
+            aberrant = True
         elif len(dev) >= settings.min_deviating:
             aberrant, why = True, f"{len(dev)} markers deviate from normal PCs ({', '.join(dev)}; distance {dist:.1f})"
         elif mono and dev:

@@ -1,5 +1,9 @@
 """Cohort stage (rule file ``workflow/rules/cohort.smk``): per-sample metrics joined with the
 clinical sheet into tables, CAR-T kinetics, statistics, AnnData, figures and the HTML report.
+
+The stage's files are named once, in ``_outputs`` (light: the Snakefile imports it while it is
+parsed): each rule's named inputs or outputs are a small dataclass (:class:`CohortTableFiles`,
+:class:`ReportInputs`, ...) whose fields are the rule's names and whose defaults are the paths.
 """
 
 import lazy_loader as _lazy
@@ -7,16 +11,35 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
+        "_outputs": [
+            "RESULTS_DIR",
+            "COHORT_DIR",
+            "PLOTS_DIR",
+            "REPORT_HTML",
+            "COHORT_FIGURES",
+            "figure_paths",
+            "SampleMetricsTable",
+            "CohortTableFiles",
+            "AnnDataFiles",
+            "FigureInputs",
+            "FigureFiles",
+            "ReportInputs",
+        ],
         "_tables": [
             "CohortTables",
             "add_derived",
             "build_patients",
-            "dose_label",
             "load_metrics",
+            "read_tsv",
             "response_summary",
             "sample_metrics_rows",
             "table1",
+            "write_cohort",
             "write_table",
+            "write_tsv",
+        ],
+        "_anndata": [
+            "write_anndata",
         ],
         "_kinetics": [
             "Kinetics",
@@ -38,6 +61,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "kinetics_plot",
             "nkg2a_auc_plot",
             "mrd_plot",
+            "write_cohort_figures",
         ],
         "_report": [
             "FIGURES",

@@ -27,7 +27,8 @@ class Kinetics:
     auc_complete: bool
 
 
-def kinetics(days: Sequence[float], cells_per_ul: Sequence[float | None], *, lloq: float = 1.0, window: float = 28.0) -> Kinetics:
+def kinetics(days: Sequence[float], cells_per_ul: Sequence[float | None], *, lloq: float = 1.0,
+             window: float = 28.0) -> Kinetics:
     """Cmax, Tmax, AUC0–window and persistence for one infusion's serial samples.
 
     Missing values (None/NaN) are skipped. ``lloq``: the assay's lower limit of quantification in

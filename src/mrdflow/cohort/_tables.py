@@ -9,7 +9,6 @@ kinetics per infusion (:mod:`mrdflow.cohort`).
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,10 +18,12 @@ from typing import Any
 import pandas as pd
 
 from mrdflow.atomic import atomic_open
-from mrdflow.sample import flatten_metrics
+from mrdflow.cohort._outputs import CohortTableFiles
+from mrdflow.formatting import NA, count_percent, dose_label, is_missing, number, rate, tsv_cell
+from mrdflow.metrics import flatten_metrics, read_metrics
 
-__all__ = ["CohortTables", "add_derived", "build_patients", "dose_label", "load_metrics", "response_summary",
-           "sample_metrics_rows", "table1", "write_table"]
+__all__ = ["CohortTables", "add_derived", "build_patients", "load_metrics", "read_tsv", "response_summary",
+           "sample_metrics_rows", "table1", "write_cohort", "write_table", "write_tsv"]
 
 #: Columns that lead the sample table, in this order; the rest follow alphabetically.
 LEADING = ["sample_id", "patient_id", "specimen", "visit", "day", "infusion", "status", "errors",
@@ -31,22 +32,9 @@ LEADING = ["sample_id", "patient_id", "specimen", "visit", "day", "infusion", "s
 
 
 def sample_metrics_rows(files: Iterable[str | Path]) -> list[dict]:
-    """One flat row per ``metrics.json`` (nested keys joined with '_')."""
-    rows = []
-    for f in files:
-        with open(f) as fh:
-            rows.append(flatten_metrics(json.load(fh)))
-    return rows
-
-
-def _cell(v) -> str:
-    if v is None:
-        return "NA"
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "NA"
-        return f"{v:.6g}"  # inf / -inf stay (an odds ratio with a zero cell)
-    return str(v).replace("\t", " ").replace("\n", " ")
+    """One flat row per ``metrics.json`` (nested keys joined with '_'), each checked against the
+    metrics schema on the way in."""
+    return [flatten_metrics(m) for m in load_metrics(files)]
 
 
 def write_table(rows: Sequence[dict], path: str | Path, leading: Sequence[str] = LEADING) -> None:
@@ -58,27 +46,16 @@ def write_table(rows: Sequence[dict], path: str | Path, leading: Sequence[str] =
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
         w.writerow(cols)
         for r in rows:
-            w.writerow([_cell(r.get(c)) for c in cols])
+            w.writerow([tsv_cell(r.get(c)) for c in cols])
 
 
 RESPONSES = ("sCR", "CR", "VGPR", "PR", "MR", "SD", "PD")
 
 
 def load_metrics(files: Iterable[str | Path]) -> list[dict]:
-    """Every ``metrics.json`` as a dict."""
-    out = []
-    for f in files:
-        with open(f) as fh:
-            out.append(json.load(fh))
-    return out
-
-
-def dose_label(cells: float | None) -> str | None:
-    """A dose in cells as the poster writes it: 3.0e8 -> '3.0×10^8'."""
-    if cells is None or (isinstance(cells, float) and math.isnan(cells)):
-        return None
-    exp = int(math.floor(math.log10(cells)))
-    return f"{cells / 10 ** exp:.1f}×10^{exp}"
+    """Every ``metrics.json`` as a dict, each checked against ``metrics.schema.yaml``
+    (:func:`mrdflow.metrics.read_metrics`)."""
+    return [read_metrics(f).as_dict() for f in files]
 
 
 @dataclass
@@ -139,7 +116,8 @@ def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart
                 "patient_id": m["patient_id"], "infusion": m["infusion"], "day": m["day"],
                 "day_since_infusion1": m["day_since_infusion1"], "sample_id": m["sample_id"],
                 "cells_per_ul": c.get("cells_per_ul"), "car_pct_cd3": c.get("car_pct_cd3"),
-                "cells_per_ul_ci95_low": c.get("cells_per_ul_ci95_low"), "cells_per_ul_ci95_high": c.get("cells_per_ul_ci95_high"),
+                "cells_per_ul_ci95_low": c.get("cells_per_ul_ci95_low"),
+                "cells_per_ul_ci95_high": c.get("cells_per_ul_ci95_high"),
             })
         if "mrd" in m:
             mrd_rows.append({
@@ -151,11 +129,13 @@ def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart
                 "hemodilution": _get(m, "mrd", "hemodilution"), "reason": _get(m, "mrd", "mrd_reason"),
                 "pc_pct": _get(m, "pc", "pc_pct"),
             })
-    kin = pd.DataFrame(kin_rows, columns=["patient_id", "infusion", "day", "day_since_infusion1", "sample_id", "cells_per_ul", "car_pct_cd3",
-                                          "cells_per_ul_ci95_low", "cells_per_ul_ci95_high"])
+    kin = pd.DataFrame(kin_rows, columns=["patient_id", "infusion", "day", "day_since_infusion1", "sample_id",
+                                          "cells_per_ul", "car_pct_cd3", "cells_per_ul_ci95_low",
+                                          "cells_per_ul_ci95_high"])
     kin = kin.sort_values(["patient_id", "infusion", "day"], kind="stable").reset_index(drop=True)
-    mrd = pd.DataFrame(mrd_rows, columns=["patient_id", "sample_id", "visit", "day", "day_since_infusion1", "infusion", "mrd_status", "mrd_level",
-                                          "sensitivity", "n_nucleated", "n_aberrant_pc", "hemodilution", "reason", "pc_pct"])
+    mrd = pd.DataFrame(mrd_rows, columns=["patient_id", "sample_id", "visit", "day", "day_since_infusion1", "infusion",
+                                          "mrd_status", "mrd_level", "sensitivity", "n_nucleated", "n_aberrant_pc",
+                                          "hemodilution", "reason", "pc_pct"])
     for c in clinical:
         pid = c["patient_id"]
         row: dict[str, Any] = dict(c)
@@ -178,7 +158,8 @@ def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart
             sub = kin[(kin.patient_id == pid) & (kin.infusion == inf)]
             k = pk(sub["day"].tolist(), sub["cells_per_ul"].tolist(), lloq=cart_lloq, window=auc_window_days)
             sfx = "" if inf == 1 else f"_i{inf}"
-            peak = sub.loc[sub["cells_per_ul"].astype(float).idxmax()] if k.n_points and sub["cells_per_ul"].notna().any() else None
+            has_peak = k.n_points and sub["cells_per_ul"].notna().any()
+            peak = sub.loc[sub["cells_per_ul"].astype(float).idxmax()] if has_peak else None
             row[f"cart_cmax{sfx}"] = k.cmax
             row[f"cart_tmax_day{sfx}"] = k.tmax_day
             row[f"cart_auc_0_28{sfx}"] = k.auc_0_28
@@ -253,12 +234,6 @@ def _num(values) -> list[float]:
     return out
 
 
-def _fmt_num(x: float, decimals: int | None) -> str:
-    if decimals is None:  # as the value needs: 63.5, 49, 4.5
-        return f"{x:.1f}" if x != round(x) else f"{x:.0f}"
-    return f"{x:.{decimals}f}"
-
-
 def _continuous(label: str, values, *, source: str, median_dp: int | None = None, range_dp: int | None = None,
                 n_total: int) -> dict:
     v = _num(values)
@@ -267,7 +242,7 @@ def _continuous(label: str, values, *, source: str, median_dp: int | None = None
     if v:
         med, lo, hi = float(pd.Series(v).median()), min(v), max(v)
         row.update(median=med, min=lo, max=hi,
-                   value=f"{_fmt_num(med, median_dp)} ({_fmt_num(lo, range_dp)}, {_fmt_num(hi, range_dp)})")
+                   value=f"{number(med, median_dp)} ({number(lo, range_dp)}, {number(hi, range_dp)})")
     else:
         row["value"] = "not available"
     return row
@@ -282,7 +257,7 @@ def _categorical(label: str, values, categories: Sequence[tuple[str, Any]], *, s
         pct = 100.0 * k / n_total if n_total else None
         rows.append({"characteristic": label, "category": name, "source": source, "n": len(known),
                      "n_missing": n_total - len(known), "count": k, "percent": pct, "median": None,
-                     "min": None, "max": None, "value": f"{k} ({pct:.1f})" if k and pct is not None else str(k)})
+                     "min": None, "max": None, "value": count_percent(k, pct)})
     return rows
 
 
@@ -313,7 +288,8 @@ def table1(patients: pd.DataFrame) -> pd.DataFrame:
                          source="clinical", n_total=n)
     rows += _categorical("R-ISS stage at screening, n (%)", col("riss"), [(s, s) for s in ("I", "II", "III")],
                          source="clinical", n_total=n)
-    rows += _categorical("Cytogenetic high risk, n (%)", col("cyto_high_risk"), [("yes", "yes")], source="clinical", n_total=n)
+    rows += _categorical("Cytogenetic high risk, n (%)", col("cyto_high_risk"), [("yes", "yes")], source="clinical",
+                         n_total=n)
     rows.append(_continuous("Prior lines of therapy, median (range)", col("prior_lines"), source="clinical", n_total=n))
     rows += _categorical("ASCT, n (%)", col("prior_asct"), [("yes", "yes")], source="clinical", n_total=n)
     rows += _categorical("Extramedullary plasmacytoma, n (%)", col("extramedullary"), [("yes", "yes")],
@@ -322,17 +298,14 @@ def table1(patients: pd.DataFrame) -> pd.DataFrame:
                             median_dp=2, range_dp=1, n_total=n))
     rows.append(_continuous("NKG2A % in NK cells at baseline, median (range), %", col("baseline_nkg2a_pct"),
                             source="flow", median_dp=2, range_dp=1, n_total=n))
-    rows += _categorical("Lymphodepletion dose, n (%)", col("lymphodepletion"), [("Full dose", "full"), ("Reduced dose", "reduced")],
-                         source="clinical", n_total=n)
+    rows += _categorical("Lymphodepletion dose, n (%)", col("lymphodepletion"),
+                         [("Full dose", "full"), ("Reduced dose", "reduced")], source="clinical", n_total=n)
     doses = sorted(set(_num(col("cart_dose_cells"))))
     rows += _categorical("CAR-T dose (cells), first infusion, n (%)", _num(col("cart_dose_cells")),
                          [(dose_label(d), d) for d in doses], source="clinical", n_total=n)
-    cols = ["characteristic", "category", "value", "n", "n_missing", "count", "percent", "median", "min", "max", "source"]
+    cols = ["characteristic", "category", "value", "n", "n_missing", "count", "percent", "median", "min", "max",
+            "source"]
     return pd.DataFrame(rows, columns=cols)
-
-
-def _rate(k: int, n: int) -> str:
-    return f"{k}/{n} ({100.0 * k / n:.1f}%)" if n else "0/0"
 
 
 def response_summary(patients: pd.DataFrame) -> pd.DataFrame:
@@ -357,78 +330,17 @@ def response_summary(patients: pd.DataFrame) -> pd.DataFrame:
         mrd_neg = int((g["w4_mrd_negative"] == True).sum())  # noqa: E712 (object column)
         k_orr, k_cr, k_vgpr = int(g["responder"].sum()), int(g["cr_or_better"].sum()), int(g["vgpr_or_better"].sum())
         row = {"group_by": by, "group": name, "n": n,
-               "orr_n": k_orr, "orr_pct": 100.0 * k_orr / n if n else None, "orr": _rate(k_orr, n),
-               "cr_n": k_cr, "cr_pct": 100.0 * k_cr / n if n else None, "cr_rate": _rate(k_cr, n),
+               "orr_n": k_orr, "orr_pct": 100.0 * k_orr / n if n else None, "orr": rate(k_orr, n),
+               "cr_n": k_cr, "cr_pct": 100.0 * k_cr / n if n else None, "cr_rate": rate(k_cr, n),
                "vgpr_or_better_n": k_vgpr, "vgpr_or_better_pct": 100.0 * k_vgpr / n if n else None,
                "mrd_evaluable_n": int(mrd_eval.sum()), "mrd_negative_n": mrd_neg,
                "mrd_not_evaluable_n": int(n - mrd_eval.sum()),
                "mrd_negative_pct_of_evaluable": 100.0 * mrd_neg / int(mrd_eval.sum()) if mrd_eval.sum() else None,
-               "mrd_negative": _rate(mrd_neg, int(mrd_eval.sum()))}
+               "mrd_negative": rate(mrd_neg, int(mrd_eval.sum()))}
         for r in RESPONSES:
             row[f"n_{r}"] = int((g["best_response"] == r).sum())
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def write_anndata(pc_files: Sequence[str | Path], nk_files: Sequence[str | Path], patient_of: Mapping[str, str],
-                  model_path: str | Path | None, reference_path: str | Path | None,
-                  out_pc: str | Path, out_nk: str | Path) -> None:
-    """AnnData (.h5ad) files for scanpy users: the PC events used for clustering (backbone markers as
-    vars; obs sample_id, patient_id, tube, cluster, aberrant) and the NK events (NK panel markers;
-    obs sample_id, patient_id, NK_bright, NK_dim, NKG2Apos). Values are logicle (gate units)."""
-    import anndata as ad
-    import numpy as np
-
-    from mrdflow.atomic import atomic_path
-    from mrdflow.clustering import BACKBONE, PCModel, aberrant_events, load_pc_events, load_reference
-
-    model = PCModel.load(model_path) if model_path else None
-    reference = load_reference(reference_path) if reference_path else None
-    xs, obs = [], []
-    for f in pc_files:
-        for e in load_pc_events(f):
-            x = e.backbone()
-            if x.shape[0] == 0:
-                continue
-            cl = model.predict(x) if model is not None else np.full(x.shape[0], -1)
-            ab = aberrant_events(model, e, cl, reference) if model is not None and reference is not None \
-                else np.zeros(x.shape[0], bool)
-            xs.append(x)
-            obs.append(pd.DataFrame({"sample_id": e.sample_id, "patient_id": patient_of.get(e.sample_id, ""),
-                                     "tube": e.tube, "cluster": cl.astype(int), "aberrant": ab}))
-    X = np.concatenate(xs).astype(np.float32) if xs else np.zeros((0, len(BACKBONE)), np.float32)
-    o = pd.concat(obs, ignore_index=True) if obs else pd.DataFrame(columns=["sample_id", "patient_id", "tube", "cluster", "aberrant"])
-    _write_h5ad(ad.AnnData(X=X, obs=_obs_index(o), var=pd.DataFrame(index=list(BACKBONE))), out_pc, atomic_path)
-    xs, obs, markers = [], [], None
-    for f in nk_files:
-        z = np.load(f, allow_pickle=False)
-        if z["values"].size == 0:
-            continue
-        markers = markers or z["markers"].tolist()
-        if z["markers"].tolist() != markers:
-            raise ValueError(f"{f}: NK markers {z['markers'].tolist()} differ from {markers}")
-        sid = str(z["sample_id"])
-        xs.append(z["values"])
-        obs.append(pd.DataFrame({"sample_id": sid, "patient_id": patient_of.get(sid, ""),
-                                 **{k: z[k].astype(bool) for k in ("NK_bright", "NK_dim", "NKG2Apos")}}))
-    markers = markers or []
-    X = np.concatenate(xs).astype(np.float32) if xs else np.zeros((0, len(markers)), np.float32)
-    o = pd.concat(obs, ignore_index=True) if obs else pd.DataFrame(columns=["sample_id", "patient_id"])
-    _write_h5ad(ad.AnnData(X=X, obs=_obs_index(o), var=pd.DataFrame(index=markers)), out_nk, atomic_path)
-
-
-def _obs_index(obs: pd.DataFrame) -> pd.DataFrame:
-    obs = obs.copy()
-    obs.index = [f"e{i}" for i in range(len(obs))]
-    for c in ("sample_id", "patient_id", "tube"):
-        if c in obs:
-            obs[c] = obs[c].astype("category")
-    return obs
-
-
-def _write_h5ad(adata, out, atomic_path) -> None:
-    with atomic_path(out, suffix=".h5ad") as tmp:
-        adata.write_h5ad(tmp)
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
@@ -449,14 +361,7 @@ def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
         w.writerow(list(df.columns))
         for rec in df.itertuples(index=False, name=None):
-            w.writerow([_cell(None if _isna(v) else v) for v in rec])
-
-
-def _isna(v) -> bool:
-    try:
-        return v is None or bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
+            w.writerow([tsv_cell(None if is_missing(v) else v) for v in rec])
 
 
 def html_table(df: pd.DataFrame, columns: Sequence[str] | None = None, *, headers: Sequence[str] | None = None,
@@ -469,7 +374,8 @@ def html_table(df: pd.DataFrame, columns: Sequence[str] | None = None, *, header
     out = [f'<table class="{css_class}"><thead><tr>' + "".join(f"<th>{_html.escape(str(h))}</th>" for h in heads)
            + "</tr></thead><tbody>"]
     for rec in df[cols].itertuples(index=False, name=None):
-        out.append("<tr>" + "".join(f"<td>{_html.escape(_cell(None if _isna(v) else v))}</td>" for v in rec) + "</tr>")
+        out.append("<tr>" + "".join(f"<td>{_html.escape(tsv_cell(None if is_missing(v) else v))}</td>" for v in rec)
+                   + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
 
@@ -478,7 +384,8 @@ def table1_html(t1: pd.DataFrame, *, title: str = "Table 1. Patient characterist
     """Table 1 laid out as in the poster: a heading row per characteristic, its categories indented."""
     import html as _html
 
-    n = int(t1.loc[t1["characteristic"] == "Patients", "count"].iloc[0]) if (t1["characteristic"] == "Patients").any() else ""
+    is_n = t1["characteristic"] == "Patients"
+    n = int(t1.loc[is_n, "count"].iloc[0]) if is_n.any() else ""
     lines = [f'<table class="tbl table1"><caption>{_html.escape(title)}</caption>',
              f"<thead><tr><th>Baseline characteristic</th><th>N={n}</th></tr></thead><tbody>"]
     last = None
@@ -489,44 +396,41 @@ def table1_html(t1: pd.DataFrame, *, title: str = "Table 1. Patient characterist
         if r["category"]:
             if r["characteristic"] != last:
                 lines.append(f'<tr class="head"><td colspan="2">{_html.escape(r["characteristic"])}</td></tr>')
-            lines.append(f'<tr><td class="cat">{_html.escape(r["category"])}</td><td>{_html.escape(str(r["value"]))}</td></tr>')
+            lines.append(f'<tr><td class="cat">{_html.escape(r["category"])}</td>'
+                         f'<td>{_html.escape(str(r["value"]))}</td></tr>')
         else:
-            lines.append(f'<tr><td>{_html.escape(r["characteristic"])}{flow}</td><td>{_html.escape(str(r["value"]))}</td></tr>')
+            lines.append(f'<tr><td>{_html.escape(r["characteristic"])}{flow}</td>'
+                         f'<td>{_html.escape(str(r["value"]))}</td></tr>')
         last = r["characteristic"]
     lines.append("</tbody></table>")
     return "\n".join(lines)
 
 
-#: Files written by :func:`write_cohort` under the cohort folder.
-COHORT_FILES = ("patients.tsv", "patients.parquet", "kinetics.tsv", "mrd.tsv", "table1.tsv", "table1.html",
-                "response_summary.tsv", "associations.tsv", "sample_metrics.parquet")
-
-
 def write_cohort(metrics_files: Sequence[str | Path], clinical: Sequence[Mapping], settings: Mapping,
-                 outdir: str | Path) -> CohortTables:
-    """Build and write every cohort table (:data:`COHORT_FILES`) from the samples' ``metrics.json``
-    and the validated clinical rows. ``settings`` is the config's ``cohort`` section."""
+                 out: CohortTableFiles) -> CohortTables:
+    """Build and write every cohort table (the files of ``out``, rule ``cohort_tables``'s outputs) from
+    the samples' ``metrics.json`` and the validated clinical rows. ``settings`` is the config's
+    ``cohort`` section."""
     from mrdflow.cohort._stats import associations
 
-    outdir = Path(outdir)
     metrics = load_metrics(metrics_files)
     tables = build_patients(clinical, metrics, cart_lloq=settings["cart_lloq_cells_per_ul"],
                             auc_window_days=settings["auc_window_days"])
-    write_tsv(tables.patients, outdir / "patients.tsv")
-    write_parquet(_parquet_safe(tables.patients), outdir / "patients.parquet")
-    write_tsv(tables.kinetics, outdir / "kinetics.tsv")
-    write_tsv(tables.mrd, outdir / "mrd.tsv")
+    write_tsv(tables.patients, out.patients)
+    write_parquet(_parquet_safe(tables.patients), out.patients_parquet)
+    write_tsv(tables.kinetics, out.kinetics)
+    write_tsv(tables.mrd, out.mrd)
     t1 = table1(tables.patients)
-    write_tsv(t1, outdir / "table1.tsv")
-    with atomic_open(outdir / "table1.html", "w", encoding="utf-8") as fh:
+    write_tsv(t1, out.table1)
+    with atomic_open(out.table1_html, "w", encoding="utf-8") as fh:
         fh.write('<!DOCTYPE html><html><head><meta charset="utf-8"><title>Table 1</title></head><body>\n'
                  + table1_html(t1) + "\n</body></html>\n")
-    write_tsv(response_summary(tables.patients), outdir / "response_summary.tsv")
+    write_tsv(response_summary(tables.patients), out.response)
     assoc = associations(tables.patients, list(settings["associations"]), n_perm=settings["n_perm"],
                          n_boot=settings["n_boot"], seed=settings["seed"])
-    write_tsv(assoc, outdir / "associations.tsv")
+    write_tsv(assoc, out.associations)
     flat = pd.DataFrame([flatten_metrics(m) for m in metrics])
-    write_parquet(_parquet_safe(flat), outdir / "sample_metrics.parquet")
+    write_parquet(_parquet_safe(flat), out.samples_parquet)
     return tables
 
 
@@ -536,38 +440,12 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for c in out.columns:
         if out[c].dtype == object:
-            kinds = {type(v) for v in out[c] if not _isna(v)}
+            kinds = {type(v) for v in out[c] if not is_missing(v)}
             if len(kinds) > 1 or (kinds and kinds.pop() not in (str, bool)):
-                out[c] = [None if _isna(v) else str(v) for v in out[c]]
+                out[c] = [None if is_missing(v) else str(v) for v in out[c]]
     return out
 
 
 def read_tsv(path: str | Path) -> pd.DataFrame:
     """Read a table written by :func:`write_tsv` (``NA`` = missing)."""
-    return pd.read_csv(path, sep="\t", na_values=["NA"], keep_default_na=False)
-
-
-def nkg2a_auc_association(assoc: pd.DataFrame) -> dict | None:
-    """The Spearman row of baseline NKG2A % vs CAR-T AUC0–28, for the figure caption."""
-    hit = assoc[(assoc["x"] == "baseline_nkg2a_pct") & (assoc["y"] == "cart_auc_0_28") & (assoc["test"] == "spearman")]
-    if hit.empty:
-        return None
-    r = hit.iloc[0]
-    return {"rho": r["statistic"], "p_value": r["p_value"], "p_method": r["p_method"], "n": int(r["n"]),
-            "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
-
-
-def write_cohort_figures(patients_tsv, kinetics_tsv, mrd_tsv, associations_tsv, outdir: str | Path, *,
-                         lloq: float | None = None) -> list[Path]:
-    """The cohort figures (PNG + SVG each) under ``outdir``: swimmer, kinetics, nkg2a_auc, mrd."""
-    import mrdflow.cohort._figures as cp
-
-    outdir = Path(outdir)
-    patients, kin, mrd = read_tsv(patients_tsv), read_tsv(kinetics_tsv), read_tsv(mrd_tsv)
-    assoc = nkg2a_auc_association(read_tsv(associations_tsv))
-    written = []
-    written += cp.swimmer_plot(patients, mrd, outdir / "swimmer")
-    written += cp.kinetics_plot(kin, patients, outdir / "kinetics", lloq=lloq)
-    written += cp.nkg2a_auc_plot(patients, outdir / "nkg2a_auc", assoc=assoc)
-    written += cp.mrd_plot(mrd, patients, outdir / "mrd")
-    return written
+    return pd.read_csv(path, sep="\t", na_values=[NA], keep_default_na=False)

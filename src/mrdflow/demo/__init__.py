@@ -8,17 +8,25 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "_simulate": [
-            "SIM_VERSION",
+        "_design": [
             "SAMPLE_COLUMNS",
-            "POPULATIONS",
-            "NUCLEATED_EXCLUDE",
-            "cart_concentration",
             "load_design",
             "make_samples",
+        ],
+        "_populations": [
+            "POPULATIONS",
+            "NUCLEATED_EXCLUDE",
+        ],
+        "_instrument": [
+            "spillover_matrix",
+        ],
+        "_planted": [
+            "cart_concentration",
+        ],
+        "_simulate": [
+            "SIM_VERSION",
             "simulate_file",
             "simulate_cohort",
-            "spillover_matrix",
             "main",
         ],
         "_validate": [

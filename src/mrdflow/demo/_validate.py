@@ -10,9 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from mrdflow.panels import Panel, load_panels, readouts
+
+from ._design import PANELS_DIR
 
 __all__ = ["Bars", "Check", "PosterNumbers", "format_report", "validate", "validate_cohort"]
 
@@ -66,9 +70,23 @@ def _num(v) -> float | None:
         return None
 
 
-def validate(results_dir: str | Path, truth_tsv: str | Path, bars: Bars = Bars()) -> list[Check]:
-    """Compare every sample's metrics with the planted truth; one :class:`Check` per read-out."""
+def _panel_readouts(panels: Mapping[str, Panel] | str | Path | None) -> dict[str, str | None]:
+    """Panel name -> the read-out it feeds (``pc_mrd``, ``nk``, ``cart`` or None), from loaded
+    panels or a folder of panel YAML files (default: the repository's ``resources/panels``)."""
+    if panels is None or isinstance(panels, (str, Path)):
+        panels = load_panels(PANELS_DIR if panels is None else panels)
+    return readouts(panels)
+
+
+def validate(results_dir: str | Path, truth_tsv: str | Path, bars: Bars = Bars(),
+             panels: Mapping[str, Panel] | str | Path | None = None) -> list[Check]:
+    """Compare every sample's metrics with the planted truth; one :class:`Check` per read-out.
+
+    panels: the panels the truth's ``panel`` column names (loaded, or their folder; default the
+    repository's ``resources/panels``): each tube's panel says which read-out it is checked for.
+    """
     results_dir = Path(results_dir)
+    readout = _panel_readouts(panels)
     truth = _read_truth(Path(truth_tsv))
     by_sample: dict[str, list[dict]] = {}
     for row in truth:
@@ -81,13 +99,15 @@ def validate(results_dir: str | Path, truth_tsv: str | Path, bars: Bars = Bars()
             checks.append(Check(sid, "metrics.json", "missing", "present", "exists", False))
             continue
         m = json.loads(mfile.read_text())
-        panels = {r["panel"] for r in rows}
-        if panels & {"ngf_tube1", "ngf_tube2"}:
-            checks += _bm_checks(sid, rows, m, bars)
-        if "pb_nk" in panels:
-            checks += _nk_checks(sid, rows, m, bars)
-        if "pb_cart" in panels:
-            checks += _cart_checks(sid, rows, m, bars)
+        fed: dict[str, list[dict]] = {}
+        for r in rows:
+            fed.setdefault(readout.get(r["panel"]), []).append(r)
+        if "pc_mrd" in fed:
+            checks += _bm_checks(sid, fed["pc_mrd"], m, bars)
+        if "nk" in fed:
+            checks += _nk_checks(sid, fed["nk"], m, bars)
+        if "cart" in fed:
+            checks += _cart_checks(sid, fed["cart"], m, bars)
     return checks
 
 
@@ -123,7 +143,8 @@ def _bm_checks(sid: str, rows: Sequence[dict], m: dict, bars: Bars) -> list[Chec
 
 
 def _nk_checks(sid: str, rows: Sequence[dict], m: dict, bars: Bars) -> list[Check]:
-    stain = next(r for r in rows if r["panel"] == "pb_nk")
+    """rows: the sample's stained NK tubes (the first is checked)."""
+    stain = rows[0]
     planted = _num(stain["nkg2a_pct_of_nk"])
     measured = _num((m.get("nk") or {}).get("nkg2a_pct"))
     ok = planted is not None and measured is not None and abs(measured - planted) <= bars.nkg2a_abs
@@ -131,7 +152,8 @@ def _nk_checks(sid: str, rows: Sequence[dict], m: dict, bars: Bars) -> list[Chec
 
 
 def _cart_checks(sid: str, rows: Sequence[dict], m: dict, bars: Bars) -> list[Check]:
-    r = next(r for r in rows if r["panel"] == "pb_cart")
+    """rows: the sample's stained CAR-T tubes (the first is checked)."""
+    r = rows[0]
     planted = _num(r["cart_per_ul"])
     events = _num(r["car_t_events"]) or 0.0
     measured = _num((m.get("cart") or {}).get("cells_per_ul"))
@@ -142,9 +164,11 @@ def _cart_checks(sid: str, rows: Sequence[dict], m: dict, bars: Bars) -> list[Ch
             per_event = planted / events
         else:  # no planted CAR+ events: one event's worth from the tube's own beads and volume
             c = m.get("cart") or {}
-            beads, n_beads, vol = _num(c.get("beads_per_tube")), _num(c.get("bead_count")), _num(c.get("blood_volume_ul"))
+            beads, n_beads = _num(c.get("beads_per_tube")), _num(c.get("bead_count"))
+            vol = _num(c.get("blood_volume_ul"))
             per_event = beads / n_beads / vol if beads and n_beads and vol else 0.0
-        tol, bar = bars.cart_abs_events * per_event, f"±{bars.cart_abs_events} events ({bars.cart_abs_events * per_event:.2f}/µL)"
+        tol = bars.cart_abs_events * per_event
+        bar = f"±{bars.cart_abs_events} events ({tol:.2f}/µL)"
     else:
         tol, bar = bars.cart_rel * planted, f"±{100 * bars.cart_rel:.0f}%"
     ok = measured is not None and abs(measured - planted) <= tol + 1e-9
@@ -214,11 +238,14 @@ def _summary_checks(label: str, measured: Sequence[float], target_median: float 
 
 
 def validate_cohort(results_dir: str | Path, truth_tsv: str | Path, poster: PosterNumbers | None = None,
-                    *, tol_points: float = 1.0, bars: Bars = Bars()) -> list[Check]:
+                    *, tol_points: float = 1.0, bars: Bars = Bars(),
+                    panels: Mapping[str, Panel] | str | Path | None = None) -> list[Check]:
     """Cohort read-outs (``results/cohort/patients.tsv`` and ``response_summary.tsv``) against the
     planted truth (medians and ranges of PC % and NKG2A % within ``tol_points``; week-4 MRD-negative
-    count exact) and, when ``poster`` is given, against the study's published numbers."""
+    count exact) and, when ``poster`` is given, against the study's published numbers. panels: as
+    for :func:`validate` (the NK tubes are those whose panel feeds the ``nk`` read-out)."""
     results_dir = Path(results_dir)
+    readout = _panel_readouts(panels)
     ptsv = results_dir / "cohort" / "patients.tsv"
     rtsv = results_dir / "cohort" / "response_summary.tsv"
     if not ptsv.is_file() or not rtsv.is_file():
@@ -230,8 +257,9 @@ def validate_cohort(results_dir: str | Path, truth_tsv: str | Path, poster: Post
     w4_neg = sum(p["w4_mrd_status"] == "negative" for p in patients)
 
     truth = [r for r in _read_truth(Path(truth_tsv)) if r.get("role", "stain") == "stain"]
-    t_pc = {r["patient_id"]: _num(r["pc_pct_of_nucleated"]) for r in truth if r["visit"] == "baseline" and r["specimen"] == "BM"}
-    t_nk = {r["patient_id"]: _num(r["nkg2a_pct_of_nk"]) for r in truth if r["panel"] == "pb_nk"}
+    t_pc = {r["patient_id"]: _num(r["pc_pct_of_nucleated"]) for r in truth
+            if r["visit"] == "baseline" and r["specimen"] == "BM"}
+    t_nk = {r["patient_id"]: _num(r["nkg2a_pct_of_nk"]) for r in truth if readout.get(r["panel"]) == "nk"}
     t_neg = 0
     w4: dict[str, list[dict]] = {}
     for r in truth:
@@ -245,8 +273,8 @@ def validate_cohort(results_dir: str | Path, truth_tsv: str | Path, poster: Post
     planted_nk = [v for v in t_nk.values() if v is not None]
     checks = [Check("cohort (planted)", "patients", len(patients), len({r["patient_id"] for r in truth}), "exact",
                     len(patients) == len({r["patient_id"] for r in truth}))]
-    checks += _summary_checks("PC %", pc, _median(planted_pc), (min(planted_pc), max(planted_pc)) if planted_pc else None,
-                              tol_points, "planted")
+    checks += _summary_checks("PC %", pc, _median(planted_pc),
+                              (min(planted_pc), max(planted_pc)) if planted_pc else None, tol_points, "planted")
     checks += _summary_checks("NKG2A %", nkg2a, _median(planted_nk),
                               (min(planted_nk), max(planted_nk)) if planted_nk else None, tol_points, "planted")
     checks.append(Check("cohort (planted)", "week-4 MRD-negative", w4_neg, t_neg, "exact", w4_neg == t_neg))

@@ -1,6 +1,12 @@
 """Gating: the float32 gate engine, Gating-ML/FlowJo templates, compensation and transforms, QC
 (time, singlets), density valleys and data-driven gate placement, in memory or streamed.
 
+A tube is opened with :func:`open_tube` (header, panel, compensation) and gated with
+:func:`gate_tube` (:meth:`OpenTube.view` reads its events) or :func:`gate_tube_streamed`. Gates are
+placed by the methods of two tables: :data:`GATE_PLACERS` (gate-level methods such as the time QC,
+and the template gate kinds) and :data:`BOUND_METHODS` (a rectangle bound: valley, tail, gmm, fmo,
+fixed); a template's ``method:`` names an entry.
+
 A library, not a stage: :mod:`mrdflow.sample` uses it. Importing this package is cheap; FlowKit is
 loaded when a name that needs it is first used.
 """
@@ -12,26 +18,52 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "_engine": [
             "DEFAULT_CHUNK_SIZE",
-            "Feature",
             "GateEngine",
+            "GateResult",
+        ],
+        "_compile": [
+            "Feature",
             "GateEngineError",
             "GatePath",
-            "GateResult",
-            "flowkit_membership",
+            "combine_boolean",
             "points_in_polygon",
         ],
-        "_gating": [
+        "_rules": [
             "GatingError",
+            "BoundRule",
+            "GateRule",
+        ],
+        "_template": [
             "GatingTemplate",
-            "GateStep",
-            "TubeGating",
-            "TubeView",
-            "KeptEvents",
-            "StreamedGating",
-            "gate_tube",
-            "gate_tube_streamed",
             "load_template",
             "template_from_workspace",
+        ],
+        "_view": [
+            "OpenTube",
+            "TubeView",
+            "open_tube",
+        ],
+        "_result": [
+            "GateStep",
+            "TubeGating",
+            "KeptEvents",
+            "StreamedGating",
+        ],
+        "_bounds": [
+            "BOUND_METHODS",
+            "BoundContext",
+            "BoundMethod",
+        ],
+        "_placement": [
+            "GATE_PLACERS",
+            "Placement",
+            "TemplateGate",
+        ],
+        "_tube": [
+            "gate_tube",
+        ],
+        "_streaming": [
+            "gate_tube_streamed",
         ],
         "_qc": [
             "QCSettings",

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mrdflow.config import schema_defaults
+
 __all__ = [
     "QCSettings",
     "TimeQC",
@@ -22,6 +24,9 @@ __all__ = [
     "singlet_gate",
     "robust_z",
 ]
+
+#: config ``qc`` defaults, from the config schema (the one place a default is written)
+_QC = schema_defaults("qc")
 
 
 @dataclass(frozen=True)
@@ -37,15 +42,15 @@ class QCSettings:
     events whose FSC-A/FSC-H ratio exceeds the singlet mode by more than k robust SDs (left half).
     """
 
-    time_bins: int = 100
-    min_events_per_bin: int = 200
-    rate_z: float = 5.0
-    rate_min_rel: float = 0.3
-    drift_z: float = 6.0
-    drift_min: float = 0.05
-    max_removed_fraction: float = 0.3
-    singlet_k: float = 4.0
-    singlet_max_ratio: float = 2.0
+    time_bins: int = _QC["time_bins"]
+    min_events_per_bin: int = _QC["min_events_per_bin"]
+    rate_z: float = _QC["rate_z"]
+    rate_min_rel: float = _QC["rate_min_rel"]
+    drift_z: float = _QC["drift_z"]
+    drift_min: float = _QC["drift_min"]
+    max_removed_fraction: float = _QC["max_removed_fraction"]
+    singlet_k: float = _QC["singlet_k"]
+    singlet_max_ratio: float = _QC["singlet_max_ratio"]
 
 
 def robust_z(x: np.ndarray) -> np.ndarray:

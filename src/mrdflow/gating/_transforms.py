@@ -99,7 +99,8 @@ def _checked(detectors: Sequence[str], spill: np.ndarray, source: str) -> Compen
     return Compensation(tuple(detectors), spill.astype(np.float64), source)
 
 
-def compensation_for(spec: str, metadata: Mapping[str, str], *, file: str = "", workdir: str | Path = ".") -> Compensation | None:
+def compensation_for(spec: str, metadata: Mapping[str, str], *, file: str = "",
+                     workdir: str | Path = ".") -> Compensation | None:
     """The compensation a panel's config asks for, for one file.
 
     ``spec``: ``"fcs"`` uses the file's ``$SPILLOVER`` (or ``$SPILL``/``SPILL``); ``"none"`` returns
@@ -141,10 +142,12 @@ def make_transform(spec: Mapping):
     t = float(spec.get("t", 262144))
     if kind == "logicle":
         return fk.transforms.LogicleTransform(
-            param_t=t, param_w=float(spec.get("w", 0.5)), param_m=float(spec.get("m", 4.5)), param_a=float(spec.get("a", 0.0))
+            param_t=t, param_w=float(spec.get("w", 0.5)), param_m=float(spec.get("m", 4.5)),
+            param_a=float(spec.get("a", 0.0)),
         )
     if kind == "asinh":
-        return fk.transforms.AsinhTransform(param_t=t, param_m=float(spec.get("m", 4.5)), param_a=float(spec.get("a", 0.0)))
+        return fk.transforms.AsinhTransform(param_t=t, param_m=float(spec.get("m", 4.5)),
+                                            param_a=float(spec.get("a", 0.0)))
     if kind == "linear":
         return fk.transforms.LinearTransform(param_t=t, param_a=float(spec.get("a", 0.0)))
     raise ValueError(f"unknown transform type {kind!r}")

@@ -16,12 +16,14 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "sha256_file",
             "write_inventory",
         ],
-        "_reader": [
+        "_header": [
             "FCSReadError",
             "FCSReadWarning",
             "FCSHeader",
-            "FCSData",
             "read_header",
+        ],
+        "_reader": [
+            "FCSData",
             "read_fcs",
             "read_channel_values",
             "iter_events",

@@ -18,7 +18,7 @@ from pathlib import Path
 from mrdflow.atomic import atomic_open
 from mrdflow.config import Tube
 from mrdflow.errors import PanelError
-from mrdflow.io import FCSReadError, read_header
+from mrdflow.io._header import FCSReadError, read_header
 from mrdflow.panels import Panel, resolve_panel
 
 __all__ = ["InventoryRow", "inventory", "parse_fcs_date", "sha256_file", "write_inventory"]
@@ -83,7 +83,8 @@ def _scan(tube: Tube, data_dir: Path, panel: Panel | None, allow: Sequence[str])
     try:
         hdr = read_header(path)
     except FCSReadError as e:
-        return InventoryRow(**base, sha256=digest, size_bytes=size, status=STATUS_UNREADABLE, error=_relative(str(e), data_dir))
+        return InventoryRow(**base, sha256=digest, size_bytes=size, status=STATUS_UNREADABLE,
+                            error=_relative(str(e), data_dir))
     meta = hdr.metadata
     kw = "; ".join(f"{k}={meta[k]}" for k in allow if k in meta)
     row = dict(

@@ -13,7 +13,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "analyse_sample",
             "finish_sample",
             "settings_from_config",
-            "flatten_metrics",
         ],
         "_mrd": [
             "MRDSettings",

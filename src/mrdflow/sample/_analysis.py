@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,24 +37,43 @@ from mrdflow.clustering import (
     map_events,
     save_pc_events,
 )
-from mrdflow.config import Tube
+from mrdflow.config import Tube, schema_defaults
 from mrdflow.errors import MrdflowError
 from mrdflow.gating import QCSettings
-from mrdflow.panels import Panel, resolve_panel
+from mrdflow.metrics import (
+    MRDCall,
+    MRDMetrics,
+    PCMetrics,
+    SampleMetrics,
+    TubeError,
+    TubeQC,
+    json_default,
+    write_metrics,
+)
+from mrdflow.panels import Panel
 from mrdflow.sample._mrd import HemodilutionSettings, MRDSettings, TubeCount, hemodilution, mrd_call
+
+if TYPE_CHECKING:
+    from mrdflow.gating import GatingTemplate, StreamedGating, TubeGating
 
 # Stage 1 needs FlowKit (about a second to import); stage 2 and the cohort table do not, so the
 # gating imports happen inside the stage-1 functions.
 
-__all__ = ["SampleSettings", "analyse_sample", "finish_sample", "settings_from_config", "flatten_metrics"]
+__all__ = ["SampleSettings", "analyse_sample", "finish_sample", "settings_from_config"]
 
 log = logging.getLogger(__name__)
-NGF_PANELS = ("ngf_tube1", "ngf_tube2")
+# Field defaults come from workflow/schemas/config.schema.yaml (config ``sample``), the one place they are written.
+_SAMPLE = schema_defaults("sample")
 
 
 @dataclass(frozen=True)
 class SampleSettings:
-    """Everything the per-sample stage reads from the config (validated upstream)."""
+    """Everything the per-sample stage reads from the config (validated upstream).
+
+    min_events: a tube with fewer events (or a marrow tube with fewer nucleated cells) is not
+    analysed; plots: write one PNG per gating step; placement_events: gates are placed on at most
+    this many events of a tube (a larger one is streamed). Defaults: config schema, ``sample``.
+    """
 
     panels: Mapping[str, Panel]
     panel_config: Mapping[str, Mapping]
@@ -62,9 +81,9 @@ class SampleSettings:
     qc: QCSettings = QCSettings()
     mrd: MRDSettings = MRDSettings()
     hemodilution: HemodilutionSettings = HemodilutionSettings()
-    min_events: int = 1000
-    plots: bool = True
-    placement_events: int = 5_000_000
+    min_events: int = _SAMPLE["min_events"]
+    plots: bool = _SAMPLE["plots"]
+    placement_events: int = _SAMPLE["placement_events"]
     workdir: Path = Path(".")
     reference: Path | None = None
 
@@ -82,9 +101,11 @@ class SampleSettings:
 
 def settings_from_config(config: Mapping, panels: Mapping[str, Panel], gating_dir: str | Path,
                          workdir: str | Path = ".", reference: str | Path | None = None) -> SampleSettings:
-    """Build :class:`SampleSettings` from a validated config mapping."""
+    """Build :class:`SampleSettings` from a validated config mapping (a key it lacks takes the
+    schema's default)."""
     mrd = dict(config.get("mrd") or {})
     hemo = mrd.pop("hemodilution", {}) or {}
+    sample = {**schema_defaults("sample"), **(config.get("sample") or {})}
     return SampleSettings(
         panels=panels,
         panel_config=config["panels"],
@@ -92,9 +113,9 @@ def settings_from_config(config: Mapping, panels: Mapping[str, Panel], gating_di
         qc=QCSettings(**(config.get("qc") or {})),
         mrd=MRDSettings(**mrd),
         hemodilution=HemodilutionSettings(**hemo),
-        min_events=int((config.get("sample") or {}).get("min_events", 1000)),
-        plots=bool((config.get("sample") or {}).get("plots", True)),
-        placement_events=int((config.get("sample") or {}).get("placement_events", 5_000_000)),
+        min_events=int(sample["min_events"]),
+        plots=bool(sample["plots"]),
+        placement_events=int(sample["placement_events"]),
         workdir=Path(workdir),
         reference=Path(reference) if reference else None,
     )
@@ -104,23 +125,15 @@ def settings_from_config(config: Mapping, panels: Mapping[str, Panel], gating_di
 # Stage 1
 # ---------------------------------------------------------------------------------------------
 
-def _setup(tube: Tube, header, settings: SampleSettings):
-    """(resolved panel, compensation, transform specs) of one tube, checked against its header."""
-    from mrdflow.gating import CompensationError, compensation_for
+def _setup(tube: Tube, path: Path, settings: SampleSettings):
+    """One tube opened for gating (:class:`mrdflow.gating.OpenTube`: header read, panel resolved,
+    compensation checked, events not read), with the panel's config and the settings' minimum of events."""
+    from mrdflow.gating import open_tube
 
-    if header.n_events < settings.min_events:
-        raise MrdflowError(f"{tube.fcs}: only {header.n_events} events (minimum {settings.min_events})")
-    panel = settings.panels[tube.panel]
-    unstained = {tube.fmo_marker} if tube.role == "fmo" and tube.fmo_marker else set()
-    resolved = resolve_panel(panel, header.pnn, header.pns, unstained=unstained, file=tube.fcs)
     pcfg = settings.panel_config[tube.panel]
-    comp = compensation_for(pcfg.get("compensation", "fcs"), header.metadata, file=tube.fcs, workdir=settings.workdir)
-    if comp is not None:
-        lacking = [d for d in comp.detectors if d not in header.pnn]
-        if lacking:
-            raise CompensationError(f"{tube.fcs}: the spillover matrix names channel(s) {lacking} that the file lacks "
-                                    f"(its channels: {', '.join(header.pnn)})")
-    return resolved, comp, pcfg["transform"]
+    unstained = {tube.fmo_marker} if tube.role == "fmo" and tube.fmo_marker else set()
+    return open_tube(path, settings.panels[tube.panel], pcfg["transform"], compensation=pcfg.get("compensation", "fcs"),
+                     unstained=unstained, name=tube.fcs, workdir=settings.workdir, min_events=settings.min_events)
 
 
 # Events kept whole from a streamed tube: the gate and the flag gates its events carry.
@@ -131,22 +144,16 @@ def _gate(tube: Tube, data_dir: Path, settings: SampleSettings, fmo) -> TubeGati
     """Read and gate one tube: in memory, or streamed when it has more than
     ``settings.placement_events`` events (gates placed on a seeded uniform sample of that many,
     every event counted; memory then stays that of a tube of ``placement_events``)."""
-    from mrdflow.gating import TubeView, gate_tube, gate_tube_streamed
-    from mrdflow.io import read_fcs, read_header
+    from mrdflow.gating import gate_tube, gate_tube_streamed
 
-    path = data_dir / tube.fcs
-    header = read_header(path)
-    resolved, comp, transforms = _setup(tube, header, settings)
+    opened = _setup(tube, data_dir / tube.fcs, settings)
     template = settings.template(tube.panel)
-    if header.n_events > settings.placement_events:
-        log.info("%s: %d events: streamed, gates placed on a sample of %d", tube.fcs, header.n_events,
+    if opened.n_events > settings.placement_events:
+        log.info("%s: %d events: streamed, gates placed on a sample of %d", tube.fcs, opened.n_events,
                  settings.placement_events)
-        return gate_tube_streamed(template, path, resolved, comp, transforms, qc_settings=settings.qc, fmo=fmo,
-                                  placement_events=settings.placement_events, keep=STREAM_KEEP, name=tube.fcs)
-    fcs = read_fcs(path)
-    fcs.scale_in_place()  # the stored values are not needed again: one matrix, not two
-    view = TubeView(fcs, resolved, comp, transforms, name=tube.fcs)
-    return gate_tube(template, view, qc_settings=settings.qc, fmo=fmo)
+        return gate_tube_streamed(template, opened, qc_settings=settings.qc, fmo=fmo,
+                                  placement_events=settings.placement_events, keep=STREAM_KEEP)
+    return gate_tube(template, opened.view(), qc_settings=settings.qc, fmo=fmo)
 
 
 def _tube_qc(g: TubeGating, settings: SampleSettings) -> dict:
@@ -194,7 +201,8 @@ def _write_gating_tables(outdir: Path, tables: Sequence[tuple[str, list[dict]]])
         w.writerow(["tube", "population", "parent", "count", "pct_parent", "pct_of_total"])
         for tube, rows in tables:
             for r in rows:
-                w.writerow([tube, r["population"], r["parent"], r["count"], _fmt(r["pct_parent"]), _fmt(r["pct_of_total"])])
+                w.writerow([tube, r["population"], r["parent"], r["count"], _fmt(r["pct_parent"]),
+                            _fmt(r["pct_of_total"])])
 
 
 def _fmt(x: float | None) -> str:
@@ -239,12 +247,13 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
         tables.append((tube.tube, g.table()))
         if settings.plots:
             _plot_tube(plot_dir, tube.tube, g, sample_id)
-        if tube.panel in NGF_PANELS:
+        if _readout(settings.panels, tube) == "pc_mrd":
             record["counts"][tube.tube] = _ngf_counts(g)
             q = record["tubes"][tube.tube]
             if record["counts"][tube.tube]["nucleated"] < settings.min_events:
-                msg = (f"{tube.fcs}: only {record['counts'][tube.tube]['nucleated']} nucleated cells of {q['events']} events "
-                       f"after QC (minimum {settings.min_events}): debris, dead cells or a failed acquisition")
+                msg = (f"{tube.fcs}: only {record['counts'][tube.tube]['nucleated']} nucleated cells of "
+                       f"{q['events']} events after QC (minimum {settings.min_events}): debris, dead cells or a "
+                       f"failed acquisition")
                 log.error("%s/%s: %s", sample_id, tube.tube, msg)
                 record["errors"].append({"tube": tube.tube, "error": msg})
             pcs.append(_pc_events(sample_id, tube, g))
@@ -254,7 +263,7 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     stained = [t for t in tubes if t.role == "stain" and t.tube in gated]
     _write_gating_tables(outdir, tables)
     gates_dir_files = []
-    for i, t in enumerate([t for t in tubes if t.tube in gated]):
+    for t in [t for t in tubes if t.tube in gated]:
         is_main = stained and t.tube == stained[0].tube
         name = "gates.xml" if is_main else f"gates_{t.tube}.xml"
         with atomic_open(outdir / name, "wb") as fh:
@@ -266,25 +275,33 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
                      b'"http://www.isac-net.org/std/Gating-ML/v2.0/gating"/>\n')
     record["gates_files"] = gates_dir_files
     # Panel read-outs that need no cohort model.
-    record.update(_panel_readouts(tubes, gated, record))
-    _save_nk_events(outdir / "nk_events.npz", sample_id, tubes, gated)
+    record.update(_panel_readouts(tubes, gated, settings.panels))
+    _save_nk_events(outdir / "nk_events.npz", sample_id, tubes, gated, settings.panels)
     save_pc_events(outdir / "pc_events.npz", pcs)  # empty for samples without marrow tubes
     record["pc_events"] = "pc_events.npz" if pcs else None
     usable = set(gated) - {e["tube"] for e in record["errors"]}
     record["status"] = "failed" if not usable else ("partial" if record["errors"] else "ok")
     with atomic_open(outdir / "stage1.json", "w") as fh:
-        json.dump(record, fh, indent=1, default=_json_default)
+        json.dump(record, fh, indent=1, default=json_default)
     return record
 
 
-def _save_nk_events(path: Path, sample_id: str, tubes: Sequence[Tube], gated: Mapping[str, TubeGating]) -> None:
+def _readout(panels: Mapping[str, Panel], tube: Tube) -> str | None:
+    """The read-out a tube's panel feeds (``pc_mrd``, ``nk``, ``cart``; None for an unknown panel or
+    one that feeds none)."""
+    panel = panels.get(tube.panel)
+    return panel.readout if panel is not None else None
+
+
+def _save_nk_events(path: Path, sample_id: str, tubes: Sequence[Tube], gated: Mapping[str, TubeGating],
+                    panels: Mapping[str, Panel]) -> None:
     """NK-gate events of the stained NK tube (logicle marker values and subset flags), for the
     cohort AnnData; an empty file for samples without one."""
     from mrdflow.atomic import atomic_path
 
     arrays: dict[str, np.ndarray] = {"sample_id": np.array(sample_id), "markers": np.array([], dtype="U32"),
                                      "values": np.zeros((0, 0), np.float32)}
-    stain = next((t for t in tubes if t.panel == "pb_nk" and t.role == "stain" and t.tube in gated), None)
+    stain = next((t for t in tubes if _readout(panels, t) == "nk" and t.role == "stain" and t.tube in gated), None)
     if stain is not None:
         k = gated[stain.tube].events_in("NK", STREAM_KEEP["NK"])
         arrays["markers"] = np.array(k.markers, dtype="U32")
@@ -307,34 +324,25 @@ def _plot_tube(plot_dir: Path, tube: str, g: TubeGating, sample_id: str) -> None
     plot_gating(g, plot_dir / tube, title=title)
 
 
-def _panel_readouts(tubes: Sequence[Tube], gated: Mapping[str, TubeGating], record: dict) -> dict:
+def _panel_readouts(tubes: Sequence[Tube], gated: Mapping[str, TubeGating], panels: Mapping[str, Panel]) -> dict:
+    """The ``nk`` and ``cart`` sections of the sample's tubes whose panels feed those read-outs."""
     out: dict[str, Any] = {}
     by_tube = {t.tube: t for t in tubes}
-    nk_stain = [t for t in tubes if t.panel == "pb_nk" and t.role == "stain" and t.tube in gated]
+    nk_stain = [t for t in tubes if _readout(panels, t) == "nk" and t.role == "stain" and t.tube in gated]
     if nk_stain:
         from mrdflow.sample._nk import nk_metrics
 
-        fmo = next((gated[t.tube] for t in tubes if t.panel == "pb_nk" and t.role == "fmo" and t.tube in gated), None)
+        fmo = next((gated[t.tube] for t in tubes
+                    if _readout(panels, t) == "nk" and t.role == "fmo" and t.tube in gated), None)
         out["nk"] = nk_metrics(gated[nk_stain[0].tube], fmo).as_dict()
-    cart = [t for t in tubes if t.panel == "pb_cart" and t.role == "stain" and t.tube in gated]
+    cart = [t for t in tubes if _readout(panels, t) == "cart" and t.role == "stain" and t.tube in gated]
     if cart:
         from mrdflow.sample._cart import cart_metrics
 
         t = cart[0]
-        out["cart"] = cart_metrics(gated[t.tube], by_tube[t.tube].beads_per_tube, by_tube[t.tube].blood_volume_ul).as_dict()
+        row = by_tube[t.tube]
+        out["cart"] = cart_metrics(gated[t.tube], row.beads_per_tube, row.blood_volume_ul).as_dict()
     return out
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,23 +361,25 @@ def _light_chain(kappa: int, lam: int, ratio_cut: float = 4.0) -> str:
 
 def finish_sample(stage1: Mapping, outdir: str | Path, settings: SampleSettings, model: PCModel | None,
                   client=None) -> dict:
-    """Stage 2: aberrant PCs from the cohort model, the MRD call, and ``metrics.json``."""
+    """Stage 2: aberrant PCs from the cohort model, the MRD call, and ``metrics.json`` (checked
+    against ``metrics.schema.yaml`` as it is written); returns the JSON object written."""
     outdir = Path(outdir)
-    m: dict[str, Any] = {k: stage1[k] for k in ("sample_id", "patient_id", "specimen", "visit", "day", "infusion", "status")}
-    m["errors"] = list(stage1.get("errors", []))
-    m["tubes"] = stage1.get("tubes", {})
-    for key in ("nk", "cart"):
-        if key in stage1:
-            m[key] = stage1[key]
     counts = stage1.get("counts", {})
-    if counts:
-        m["pc"], m["mrd"] = _pc_and_mrd(stage1, counts, outdir, settings, model, client)
-    with atomic_open(outdir / "metrics.json", "w") as fh:
-        json.dump(m, fh, indent=1, default=_json_default, allow_nan=True)
-    return m
+    pc, mrd = _pc_and_mrd(stage1, counts, outdir, settings, model, client) if counts else (None, None)
+    metrics = SampleMetrics(
+        **{k: stage1[k] for k in ("sample_id", "patient_id", "specimen", "visit", "day", "infusion", "status")},
+        errors=tuple(TubeError(e["tube"], e["error"]) for e in stage1.get("errors", [])),
+        tubes={t: TubeQC.from_dict(q) for t, q in stage1.get("tubes", {}).items()},
+        nk=stage1.get("nk"),
+        cart=stage1.get("cart"),
+        pc=pc,
+        mrd=mrd,
+    )
+    return write_metrics(outdir / "metrics.json", metrics)
 
 
-def _pc_and_mrd(stage1, counts, outdir, settings: SampleSettings, model: PCModel | None, client):
+def _pc_and_mrd(stage1, counts, outdir, settings: SampleSettings, model: PCModel | None,
+                client) -> tuple[PCMetrics, MRDMetrics]:
     tubes_qc = stage1.get("tubes", {})
     pcs = load_pc_events(outdir / stage1["pc_events"]) if stage1.get("pc_events") else []
     aberrant_by_tube: dict[str, int] = {}
@@ -390,20 +400,20 @@ def _pc_and_mrd(stage1, counts, outdir, settings: SampleSettings, model: PCModel
     n_ab = sum(aberrant_by_tube.values())
     kappa = sum(c.get("pc_kappa", 0) for c in counts.values())
     lam = sum(c.get("pc_lambda", 0) for c in counts.values())
-    pc = {
-        "n_nucleated": n_nuc,
-        "n_pc": n_pc,
-        "pc_pct": 100.0 * n_pc / n_nuc if n_nuc else None,
-        "n_aberrant_pc": n_ab if model is not None else None,
-        "aberrant_pc_pct": (100.0 * n_ab / n_nuc if n_nuc else None) if model is not None else None,
-        "n_normal_pc": n_pc - n_ab if model is not None else None,
-        "aberrant_pct_of_pc": (100.0 * n_ab / n_pc if n_pc else None) if model is not None else None,
-        "pc_kappa": kappa,
-        "pc_lambda": lam,
-        "pc_kappa_lambda_ratio": (kappa / lam if lam else None),
-        "aberrant_light_chain": _light_chain(ab_kappa, ab_lambda),
-        "aberrant_by_tube": aberrant_by_tube,
-    }
+    pc = PCMetrics(
+        n_nucleated=n_nuc,
+        n_pc=n_pc,
+        pc_pct=100.0 * n_pc / n_nuc if n_nuc else None,
+        n_aberrant_pc=n_ab if model is not None else None,
+        aberrant_pc_pct=(100.0 * n_ab / n_nuc if n_nuc else None) if model is not None else None,
+        n_normal_pc=n_pc - n_ab if model is not None else None,
+        aberrant_pct_of_pc=(100.0 * n_ab / n_pc if n_pc else None) if model is not None else None,
+        pc_kappa=kappa,
+        pc_lambda=lam,
+        pc_kappa_lambda_ratio=(kappa / lam if lam else None),
+        aberrant_light_chain=_light_chain(ab_kappa, ab_lambda),
+        aberrant_by_tube=aberrant_by_tube,
+    )
     mast = sum(c.get("mast_cells", 0) for c in counts.values() if "mast_cells" in c)
     bcp = sum(c.get("bcp", 0) for c in counts.values() if "bcp" in c)
     n_tube1 = sum(c["nucleated"] for c in counts.values() if "mast_cells" in c)
@@ -413,44 +423,23 @@ def _pc_and_mrd(stage1, counts, outdir, settings: SampleSettings, model: PCModel
     for tube, c in counts.items():
         q = tubes_qc.get(tube, {})
         failed = bool(q.get("flow_rate_failed"))
-        tube_counts.append(TubeCount(tube, c["nucleated"], aberrant_by_tube.get(tube, 0), not failed,
-                                     f"flow-rate QC removed {q.get('time_removed_pct', 0):.0f}% of events" if failed else ""))
+        why = f"flow-rate QC removed {q.get('time_removed_pct', 0):.0f}% of events" if failed else ""
+        tube_counts.append(TubeCount(tube, c["nucleated"], aberrant_by_tube.get(tube, 0), not failed, why))
+    hemo = {
+        "hemodilution": bool(hd and hd.flagged),
+        "hemodilution_reason": hd.reason() if hd else "tube 1 (mast cells, BCP) not analysed",
+        "hemodilution_pct": hd.pct if hd else {},
+    }
     if model is None:
-        mrd = {"mrd_status": "not_evaluable", "mrd_reason": "no PC model (cohort clustering did not run)"}
-    else:
-        call = mrd_call(tube_counts, settings.mrd, hemodiluted=bool(hd and hd.flagged))
-        mrd = {
-            "mrd_status": call.status,
-            "mrd_reason": call.reason,
-            "mrd_level": call.level,
-            "n_nucleated": call.n_nucleated,
-            "n_aberrant_pc": call.n_aberrant,
-            "sensitivity": call.sensitivity,
-            "depth": call.depth,
-            "quantifiable": call.quantifiable,
-            "tubes_used": list(call.tubes),
-        }
-    mrd["hemodilution"] = bool(hd and hd.flagged)
-    mrd["hemodilution_reason"] = hd.reason() if hd else "tube 1 (mast cells, BCP) not analysed"
-    mrd["hemodilution_pct"] = hd.pct if hd else {}
-    return pc, mrd
-
-
-def flatten_metrics(m: Mapping, prefix: str = "") -> dict:
-    """One flat row of a metrics.json for the cohort table (nested keys joined by '_')."""
-    out: dict[str, Any] = {}
-    for k, v in m.items():
-        if k in ("tubes", "errors"):
-            continue
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten_metrics(v, prefix=f"{key}_"))
-        elif isinstance(v, (list, tuple)):
-            out[key] = ";".join(map(str, v))
-        else:
-            out[key] = v
-    if not prefix:
-        out["errors"] = " | ".join(f"{e['tube']}: {e['error']}" for e in m.get("errors", []))
-        out["time_qc_flags"] = ";".join(f"{t}:{len(q.get('time_segments', []))}" for t, q in (m.get("tubes") or {}).items()
-                                        if q.get("time_segments"))
-    return out
+        return pc, MRDMetrics("not_evaluable", "no PC model (cohort clustering did not run)", **hemo)
+    call = mrd_call(tube_counts, settings.mrd, hemodiluted=bool(hd and hd.flagged))
+    figures = MRDCall(
+        mrd_level=call.level,
+        n_nucleated=call.n_nucleated,
+        n_aberrant_pc=call.n_aberrant,
+        sensitivity=call.sensitivity,
+        depth=call.depth,
+        quantifiable=call.quantifiable,
+        tubes_used=tuple(call.tubes),
+    )
+    return pc, MRDMetrics(call.status, call.reason, **hemo, call=figures)

@@ -54,11 +54,13 @@ def absolute_count(car_events: int, bead_events: int, beads_per_tube: float, blo
         return AbsoluteCount(None, car_events, bead_events, beads_per_tube or 0.0, blood_volume_ul or 0.0, None,
                              "beads_per_tube and blood_volume_ul must be positive")
     if bead_events <= 0:
-        return AbsoluteCount(None, car_events, bead_events, beads_per_tube, blood_volume_ul, None, "no bead events found")
+        return AbsoluteCount(None, car_events, bead_events, beads_per_tube, blood_volume_ul, None,
+                             "no bead events found")
     factor = beads_per_tube / bead_events / blood_volume_ul
     lo = 0.0 if car_events == 0 else chi2.ppf(0.025, 2 * car_events) / 2
     hi = chi2.ppf(0.975, 2 * (car_events + 1)) / 2
-    return AbsoluteCount(car_events * factor, car_events, bead_events, beads_per_tube, blood_volume_ul, (lo * factor, hi * factor))
+    return AbsoluteCount(car_events * factor, car_events, bead_events, beads_per_tube, blood_volume_ul,
+                         (lo * factor, hi * factor))
 
 
 @dataclass(frozen=True)
@@ -176,13 +178,8 @@ def gate_cart_tube(fcs_path: str | Path, panel, template, transforms: Mapping[st
     {...}}`` (config ``transforms``); ``qc_settings``: :class:`mrdflow.gating.QCSettings` (default when
     None); ``compensation``: ``"fcs"`` (the file's $SPILLOVER), ``"none"`` or a matrix file.
     """
-    from mrdflow.gating import QCSettings, TubeView, compensation_for, gate_tube
-    from mrdflow.io import read_fcs
-    from mrdflow.panels import resolve_panel
+    from mrdflow.gating import QCSettings, gate_tube, open_tube
 
-    data = read_fcs(fcs_path)
-    resolved = resolve_panel(panel, data.pnn, data.pns, file=str(fcs_path))
-    comp = compensation_for(compensation, data.metadata, file=str(fcs_path), workdir=workdir)
-    view = TubeView(data, resolved, comp, transforms, name=str(fcs_path))
+    view = open_tube(fcs_path, panel, transforms, compensation=compensation, workdir=workdir).view()
     g = gate_tube(template, view, qc_settings=qc_settings if qc_settings is not None else QCSettings())
     return g, cart_metrics(g, beads_per_tube, blood_volume_ul)

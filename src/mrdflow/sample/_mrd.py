@@ -17,6 +17,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from mrdflow.config import schema_defaults
+
 __all__ = [
     "MRDSettings",
     "TubeCount",
@@ -31,23 +33,27 @@ NEGATIVE = "negative"
 POSITIVE = "positive"
 NOT_EVALUABLE = "not_evaluable"
 
+# Field defaults come from workflow/schemas/config.schema.yaml (config ``mrd``), the one place they are written.
+_MRD = schema_defaults("mrd")
+_HEMO = _MRD["hemodilution"]
+
 
 @dataclass(frozen=True)
 class MRDSettings:
-    """MRD thresholds (config ``mrd``).
+    """MRD thresholds (config ``mrd``; defaults from the config schema).
 
-    lod_events / lloq_events: events (default 20 / 50). required_sensitivity: the sensitivity a
-    negative must reach (fraction; default 1e-5). min_nucleated: below this many nucleated cells
-    (events) the specimen is not evaluable whatever it shows (default 0: rely on sensitivity).
+    lod_events / lloq_events: events. required_sensitivity: the sensitivity a negative must reach
+    (fraction). min_nucleated: below this many nucleated cells (events) the specimen is not
+    evaluable whatever it shows (0: rely on sensitivity).
     hemodilution_policy: ``not_evaluable`` turns a negative on a hemodiluted specimen into not
     evaluable; ``flag`` keeps the negative and reports the flag.
     """
 
-    lod_events: int = 20
-    lloq_events: int = 50
-    required_sensitivity: float = 1e-5
-    min_nucleated: int = 0
-    hemodilution_policy: str = "not_evaluable"
+    lod_events: int = _MRD["lod_events"]
+    lloq_events: int = _MRD["lloq_events"]
+    required_sensitivity: float = _MRD["required_sensitivity"]
+    min_nucleated: int = _MRD["min_nucleated"]
+    hemodilution_policy: str = _MRD["hemodilution_policy"]
 
     def __post_init__(self):
         if self.lod_events < 1 or self.lloq_events < self.lod_events:
@@ -161,14 +167,15 @@ class HemodilutionSettings:
     """Reference minimum frequencies (% of nucleated cells) of bone-marrow-only populations.
 
     Below the reference, a population counts as a hemodilution marker; ``min_markers`` of them
-    flag the aspirate. Defaults follow published NGF practice (mast cells ≥ 0.002%, B-cell
-    precursors ≥ 0.01%, nucleated red cells ≥ 0.5%); labs set their own.
+    flag the aspirate. The defaults (config schema, ``mrd.hemodilution``) follow published NGF
+    practice (mast cells ≥ 0.002%, B-cell precursors ≥ 0.01%, nucleated red cells ≥ 0.5%); labs set
+    their own.
     """
 
-    mast_cell_min_pct: float = 0.002
-    bcp_min_pct: float = 0.01
-    nrbc_min_pct: float = 0.5
-    min_markers: int = 2
+    mast_cell_min_pct: float = _HEMO["mast_cell_min_pct"]
+    bcp_min_pct: float = _HEMO["bcp_min_pct"]
+    nrbc_min_pct: float = _HEMO["nrbc_min_pct"]
+    min_markers: int = _HEMO["min_markers"]
 
 
 @dataclass(frozen=True)
@@ -183,7 +190,8 @@ class HemodilutionResult:
         return "BM-specific populations below reference: " + ", ".join(self.below)
 
 
-def hemodilution(n_nucleated: int, mast: int, bcp: int, nrbc: int, settings: HemodilutionSettings = HemodilutionSettings()) -> HemodilutionResult:
+def hemodilution(n_nucleated: int, mast: int, bcp: int, nrbc: int,
+                 settings: HemodilutionSettings = HemodilutionSettings()) -> HemodilutionResult:
     """Flag a hemodiluted aspirate from mast-cell, B-cell-precursor and nucleated-red-cell counts
     (events, out of ``n_nucleated`` nucleated events)."""
     if n_nucleated <= 0:

@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from mrdflow.errors import MrdflowError
-from mrdflow.gating import GatingTemplate, QCSettings, TubeGating, TubeView, compensation_for, gate_tube, make_transform
-from mrdflow.io import read_fcs
-from mrdflow.panels import Panel, resolve_panel
+from mrdflow.gating import GatingTemplate, QCSettings, TubeGating, gate_tube, make_transform, open_tube
+from mrdflow.panels import Panel
 
 __all__ = ["NKMetrics", "NKError", "NK_GATES", "FMO_MARKER", "nk_metrics", "gate_nk_sample"]
 
@@ -38,6 +37,7 @@ FMO_MARKER = "CD159a"
 NK_GATES = ("Lymphocytes", "Tcells", "Tcells_NKG2Apos", "NK", "NK_bright", "NK_dim",
             "NKG2Apos", "NKG2Apos_bright", "NKG2Apos_dim")
 _THRESHOLD_GATE = "NKG2Apos"
+_DEFAULT_QC = QCSettings()  # the config's qc defaults (a frozen, shared instance)
 
 
 class NKError(MrdflowError):
@@ -180,17 +180,9 @@ def nk_metrics(stain: TubeGating, fmo: TubeGating | None = None) -> NKMetrics:
     )
 
 
-def _view(path: str | Path, panel: Panel, transforms: Mapping[str, Mapping], compensation: str,
-          unstained: set[str], workdir: str | Path) -> TubeView:
-    data = read_fcs(path)
-    resolved = resolve_panel(panel, data.pnn, data.pns, unstained=unstained, file=str(path))
-    comp = compensation_for(compensation, data.metadata, file=str(path), workdir=workdir)
-    return TubeView(data, resolved, comp, transforms, name=str(path))
-
-
 def gate_nk_sample(stain_fcs_path: str | Path, fmo_fcs_path: str | Path | None, panel: Panel,
                    template: GatingTemplate, transforms: Mapping[str, Mapping],
-                   qc_settings: QCSettings = QCSettings(), *, compensation: str = "fcs",
+                   qc_settings: QCSettings = _DEFAULT_QC, *, compensation: str = "fcs",
                    workdir: str | Path = ".") -> tuple[TubeGating, TubeGating | None, NKMetrics]:
     """Read, gate and measure one PB NK sample: the FMO tube (``CD159a`` unstained) first, then
     the stained tube with the FMO's NK gate placing the NKG2A threshold.
@@ -200,8 +192,9 @@ def gate_nk_sample(stain_fcs_path: str | Path, fmo_fcs_path: str | Path | None, 
     """
     fmo = None
     if fmo_fcs_path is not None:
-        fview = _view(fmo_fcs_path, panel, transforms, compensation, {FMO_MARKER}, workdir)
+        fview = open_tube(fmo_fcs_path, panel, transforms, compensation=compensation, unstained={FMO_MARKER},
+                          workdir=workdir).view()
         fmo = gate_tube(template, fview, qc_settings=qc_settings)
-    sview = _view(stain_fcs_path, panel, transforms, compensation, set(), workdir)
+    sview = open_tube(stain_fcs_path, panel, transforms, compensation=compensation, workdir=workdir).view()
     stain = gate_tube(template, sview, qc_settings=qc_settings, fmo=fmo)
     return stain, fmo, nk_metrics(stain, fmo)

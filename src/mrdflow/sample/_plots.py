@@ -23,73 +23,53 @@ per axis type (fluorescence -0.05..1.05, scatter 0..1.05) so samples compare at 
 Rendering uses Agg figures that pyplot never sees (no display, nothing to close, no memory held
 between plots); files are written atomically and carry no time stamp or version text, so the same
 gating gives byte-identical PNGs. At most ``max_events`` parent events are binned (a seeded,
-order-preserving random subsample); the rate trace always counts every event.
+order-preserving random subsample); the rate trace always counts every event. The drawing pieces
+(frame, density raster, legend, caption text) are in :mod:`mrdflow.sample._plot_panels`.
 """
 
 from __future__ import annotations
 
 import re
-import textwrap
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch, Polygon, Rectangle
+from matplotlib.patches import Polygon, Rectangle
 
 from mrdflow.atomic import atomic_path
-from mrdflow.gating import GateStep, TubeGating, points_in_polygon
+from mrdflow.gating import GateStep, TubeGating, combine_boolean, points_in_polygon
+from mrdflow.sample._plot_panels import (
+    _RC,
+    BINS_2D,
+    GATE_COLOR,
+    _bound_text,
+    _density,
+    _emptiest_corner,
+    _fmt,
+    _Frame,
+    _gate_legend,
+    _headline,
+    _hist1d,
+    _open,
+    _pct,
+    _pretty_reasons,
+    _profile,
+    _rect_caption,
+    _sample_note,
+)
 
 __all__ = ["plot_gating", "plot_file_name"]
 
 FL_LIMITS = (-0.05, 1.05)
 SCATTER_LIMITS = (0.0, 1.05)
-BINS_2D = 256          # bins per axis of a density plot
-BINS_1D = 256          # histogram bins
 TIME_BINS = 240        # time bins of the rate trace and the Time vs FSC-A density
 SEED = 596             # subsampling seed (mixed with the parent gate's name)
 
-GATE_COLOR = "#d62728"
 EXCLUDED_COLOR = "#d62728"
 OPERAND_COLOR = "#444444"
-CMAP = "viridis"
-
-# Figure geometry (inches).
-FIG_W = 6.4
-HEADER_H = 0.62
-AX_LEFT = 0.80
-AX_W = 4.45
-AX_H = 4.30
-CBAR_GAP = 0.12
-CBAR_W = 0.14
-XLABEL_H = 0.52
-CAPTION_LINE_H = 0.150
-CAPTION_PAD = 0.12
-CAPTION_WRAP = 104
-
-# Explicit style, so a user's matplotlibrc does not change the output.
-_RC = {
-    "font.family": "DejaVu Sans",
-    "font.size": 8.5,
-    "axes.titlesize": 9,
-    "axes.labelsize": 9,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
-    "axes.linewidth": 0.8,
-    "axes.edgecolor": "#333333",
-    "axes.facecolor": "white",
-    "figure.facecolor": "white",
-    "savefig.facecolor": "white",
-    "image.interpolation": "nearest",
-    "text.usetex": False,
-    "path.simplify": True,
-    "agg.path.chunksize": 0,
-}
 
 _BAD_RE = re.compile(r"^(?P<group>.+)_bad(?P<n>\d+)$")
 
@@ -213,219 +193,6 @@ class _Context:
             return f"{dim} (/{float(spec.get('t', 262144)):g})"
         return f"{dim} ({spec['type']})"
 
-
-def _bin(v: np.ndarray, lim: tuple[float, float], n: int) -> np.ndarray:
-    """Bin index of each value in ``n`` equal bins over ``lim``; values beyond the range land in
-    the edge bins (shown piled on the axis, as cytometry software does)."""
-    scale = n / (lim[1] - lim[0])
-    idx = np.floor((v.astype(np.float64, copy=False) - lim[0]) * scale)
-    np.clip(idx, 0, n - 1, out=idx)
-    return idx.astype(np.intp)
-
-
-def _bins_for(n: int, full: int) -> int:
-    """Fewer, larger bins for small parents (a 10^4-event histogram in 256 bins is mostly noise)."""
-    if n >= 50_000:
-        return full
-    return max(64, full // 2) if n >= 5_000 else max(64, full // 4)
-
-
-def _finite(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    ok = np.ones(arrays[0].shape, bool)
-    for a in arrays:
-        ok &= np.isfinite(a)
-    if ok.all():
-        return arrays
-    return tuple(a[ok] for a in arrays)
-
-
-def density2d(x: np.ndarray, y: np.ndarray, xlim, ylim, nx: int = BINS_2D, ny: int = BINS_2D) -> np.ndarray:
-    """Counts per bin, shape (ny, nx) (rows = y), as ``np.histogram2d(x, y, range=...)``.T with
-    out-of-range events clipped into the edge bins; a bincount, ~10x faster than histogram2d."""
-    x, y = _finite(x, y)
-    flat = _bin(y, ylim, ny) * nx + _bin(x, xlim, nx)
-    return np.bincount(flat, minlength=nx * ny).reshape(ny, nx)
-
-
-def _hist1d(v: np.ndarray, lim, n: int | None = None) -> np.ndarray:
-    (v,) = _finite(v)
-    n = _bins_for(v.size, BINS_1D) if n is None else n
-    return np.bincount(_bin(v, lim, n), minlength=n)
-
-
-# ---------------------------------------------------------------------------------------------
-# Text
-# ---------------------------------------------------------------------------------------------
-
-def _pct(count: int, parent: int) -> str:
-    if parent <= 0:
-        return "n/a"
-    p = 100.0 * count / parent
-    if p == 0:
-        return "0%"
-    if p >= 10:
-        return f"{p:.1f}%"
-    if p >= 0.01:
-        return f"{p:.3g}%" if p < 1 else f"{p:.2f}%"
-    return f"{p:.2g}%"
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
-
-
-def _bound_text(dim: str, lo: float | None, hi: float | None) -> str:
-    if lo is not None and hi is not None:
-        return f"{_fmt(lo)} ≤ {dim} < {_fmt(hi)}"
-    if lo is not None:
-        return f"{dim} ≥ {_fmt(lo)}"
-    if hi is not None:
-        return f"{dim} < {_fmt(hi)}"
-    return f"{dim}: any"
-
-
-def _headline(step: GateStep, parent_total: int) -> str:
-    parent = step.parent or "all events"
-    return (f"{step.gate_id}  —  {step.count:,} events = {_pct(step.count, parent_total)} "
-            f"of {parent} ({parent_total:,})")
-
-
-def _rect_caption(step: GateStep, drawn: Sequence[str]) -> list[str]:
-    """One line per bound: where it sits and how it was placed; bounds off the plot are marked."""
-    lines = []
-    for dim, (lo, hi) in step.bounds.items():
-        extra = "" if dim in drawn else "   [not drawn: other axis]"
-        for side, val in (("min", lo), ("max", hi)):
-            if val is None:
-                continue
-            note = step.how.get(f"{dim}.{side}", "template value")
-            lines.append(f"{_bound_text(dim, *((val, None) if side == 'min' else (None, val)))}   ← {note}{extra}")
-    for key, note in step.how.items():
-        if key and key.rsplit(".", 1)[0] not in step.bounds:
-            lines.append(f"{key}: {note}")
-    if step.how.get(""):
-        lines.append(step.how[""])
-    return lines
-
-
-_REASONS_RE = re.compile(r"(?:drift:[^,\s]+|rate)(?:,(?:drift:[^,\s]+|rate))*")
-
-
-def _pretty_reasons(text: str) -> str:
-    """``drift:CD19,drift:FSC-A,rate`` (time-QC reasons) -> ``event rate; signal drift in CD19, FSC-A``."""
-    def sub(m: re.Match) -> str:
-        toks = m.group(0).split(",")
-        drift = [t.split(":", 1)[1] for t in toks if t.startswith("drift:")]
-        parts = (["event rate"] if "rate" in toks else []) + (
-            [f"signal drift in {', '.join(drift)}"] if drift else [])
-        return "; ".join(parts)
-    return _REASONS_RE.sub(sub, text)
-
-
-def _sample_note(idx: np.ndarray | None, total: int) -> list[str]:
-    if idx is None or idx.size >= total:
-        return []
-    return [f"Plotted: a seeded random {idx.size:,} of the {total:,} parent events."]
-
-
-def _wrap(lines: Sequence[str]) -> list[str]:
-    out: list[str] = []
-    for line in lines:
-        out.extend(textwrap.wrap(line, CAPTION_WRAP, subsequent_indent="    ") or [""])
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Figure frame
-# ---------------------------------------------------------------------------------------------
-
-class _Frame:
-    """A figure with a two-line header, a plot area (one axes, or a rate strip above a density
-    axes), an optional colour bar and a caption; geometry in inches, no layout engine."""
-
-    def __init__(self, title: str, headline: str, caption: Sequence[str], *, strip: bool = False,
-                 colorbar: bool = True):
-        lines = _wrap(caption)
-        cap_h = CAPTION_PAD + CAPTION_LINE_H * len(lines) + (0.08 if lines else 0.0)
-        h = HEADER_H + AX_H + XLABEL_H + cap_h
-        self.fig = Figure(figsize=(FIG_W, h))
-        FigureCanvasAgg(self.fig)
-        f = self.fig
-
-        def box(left, top, w, hh):  # inches from the top-left -> figure fraction rect
-            return [left / FIG_W, (h - top - hh) / h, w / FIG_W, hh / h]
-
-        f.text(0.5 / FIG_W, 1 - 0.10 / h, title, ha="left", va="top", fontsize=10.5, fontweight="bold")
-        f.text(0.5 / FIG_W, 1 - 0.36 / h, headline, ha="left", va="top",
-               fontsize=9 if len(headline) <= 88 else max(6.0, 9 * 88 / len(headline)))
-        top = HEADER_H
-        if strip:
-            strip_h = 1.15
-            self.strip = f.add_axes(box(AX_LEFT, top, AX_W, strip_h))
-            top, ax_h = top + strip_h + 0.08, AX_H - strip_h - 0.08
-        else:
-            self.strip = None
-            ax_h = AX_H
-        self.ax = f.add_axes(box(AX_LEFT, top, AX_W, ax_h))
-        self.cax = f.add_axes(box(AX_LEFT + AX_W + CBAR_GAP, top, CBAR_W, ax_h)) if colorbar else None
-        y = HEADER_H + AX_H + XLABEL_H + CAPTION_PAD
-        for line in lines:
-            f.text(0.35 / FIG_W, 1 - y / h, line, ha="left", va="top", fontsize=7.5, color="#222222")
-            y += CAPTION_LINE_H
-
-
-def _density(frame: _Frame, ax, x, y, xlim, ylim, nx=None, ny=None):
-    if nx is None:
-        nx = ny = BINS_2D if x.size >= 50_000 else BINS_2D // 2
-    H = density2d(x, y, xlim, ylim, nx, ny)
-    vmax = max(10.0, float(H.max()))
-    img = np.ma.masked_equal(H, 0)
-    im = ax.imshow(img, origin="lower", extent=(xlim[0], xlim[1], ylim[0], ylim[1]), aspect="auto",
-                   cmap=CMAP, norm=LogNorm(vmin=1, vmax=vmax), interpolation="nearest", rasterized=True)
-    ax.set_xlim(xlim)
-    ax.set_ylim(ylim)
-    if frame.cax is not None:
-        cb = frame.fig.colorbar(im, cax=frame.cax)
-        cb.set_label("events per bin (log)", fontsize=8)
-        cb.ax.tick_params(labelsize=7)
-        cb.ax.minorticks_off()  # a log colour bar's minor ticks cost more to draw than the plot
-        ticks = [m * 10 ** e for e in range(0, 9) for m in (1, 3) if m * 10 ** e <= vmax]
-        cb.set_ticks(ticks, labels=[f"{t:,}" for t in ticks])
-    return H
-
-
-_CORNERS = ("upper right", "upper left", "lower right", "lower left")
-
-
-def _emptiest_corner(H: np.ndarray) -> str:
-    """The axes corner whose box (40% wide, 22% high) holds the fewest events; H: (rows = y, x)."""
-    ny, nx = H.shape
-    bx, by = max(1, int(0.40 * nx)), max(1, int(0.22 * ny))
-    boxes = {
-        "upper right": H[ny - by:, nx - bx:], "upper left": H[ny - by:, :bx],
-        "lower right": H[:by, nx - bx:], "lower left": H[:by, :bx],
-    }
-    return min(_CORNERS, key=lambda c: (int(boxes[c].sum()), _CORNERS.index(c)))
-
-
-def _gate_legend(ax, step: GateStep, total: int, loc: str, *, region: bool = False) -> None:
-    handle = (Patch(fc=GATE_COLOR, ec=GATE_COLOR, alpha=0.35) if region
-              else Line2D([], [], color=GATE_COLOR, lw=1.6))
-    leg = ax.legend([handle], [f"{step.gate_id}: {step.count:,} ({_pct(step.count, total)})"], loc=loc,
-                    fontsize=8.5, frameon=True, framealpha=0.9, handlelength=1.6, borderaxespad=0.4)
-    leg.set_zorder(7)
-
-
-def _profile(counts: np.ndarray, ymax: float, rows: int = 50) -> np.ndarray:
-    """A histogram as a (rows, bins) occupancy image, for :func:`_emptiest_corner`."""
-    levels = (np.arange(rows) + 0.5) * (ymax / rows)
-    return (counts[None, :] >= levels[:, None]).astype(np.int64)
-
-
-def _open(lo, hi, lim):
-    """Open bounds run past the plot edge so no line is drawn there."""
-    span = lim[1] - lim[0]
-    return (lim[0] - span if lo is None else lo), (lim[1] + span if hi is None else hi)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -651,16 +418,7 @@ def _boolean_plot(ctx: _Context, step: GateStep, title: str) -> Figure | None:
     res = 400 if len(dims) == 2 else 2000
     axes1d = [np.linspace(l0, l1, res) for l0, l1 in lims]
     grids = np.meshgrid(*axes1d, indexing="xy") if len(dims) == 2 else axes1d
-    parts = []
-    for op, comp in ops:
-        mm = _member_grid(op, dims, grids)
-        parts.append(~mm if comp else mm)
-    if kind == "and":
-        region = np.logical_and.reduce(parts)
-    elif kind == "or":
-        region = np.logical_or.reduce(parts)
-    else:
-        region = ~parts[0]
+    region = combine_boolean(kind, [(_member_grid(op, dims, grids), comp) for op, comp in ops])
     names = [("NOT " if c else "") + op.gate_id for op, c in ops]
     expr = f" {kind.upper()} ".join(names) if kind != "not" else f"NOT {ops[0][0].gate_id}"
     caption = [f"Boolean gate: {expr}  (within {step.parent or 'all events'}); shaded = the combined region, "

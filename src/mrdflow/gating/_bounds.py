@@ -1,0 +1,231 @@
+"""Placing one bound of a rectangle gate: the table of bound methods.
+
+A rule's bound (``CD38.min: {method: valley, window: [0.55, 0.80]}`` in ``<panel>.yaml``) names its
+method in :data:`BOUND_METHODS`. A method is a function of a :class:`BoundContext` (the events the
+bound is placed on, its search window, the FMO tube, ...) that returns ``(value, note)``: the bound
+in gate units and how it was placed (``GateStep.how``: the plots' captions and the notes in
+``metrics.json``). To add a method, write that function and add it to :data:`BOUND_METHODS` under
+the name a template's ``method:`` gives; the template loader accepts every name in the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mrdflow.gating._density import density, threshold_valley
+from mrdflow.gating._rules import BoundRule, GatingError
+
+if TYPE_CHECKING:
+    from mrdflow.gating._placement import Placement
+
+__all__ = ["BOUND_METHODS", "BoundContext", "BoundMethod", "place_bound"]
+
+
+@dataclass
+class BoundContext:
+    """One bound being placed, as a bound method sees it.
+
+    ``placement``: the walk over the template (the view, the masks of gates placed so far, the FMO
+    tube's gating). ``gate_id``, ``dim``, ``side`` (``"min"`` or ``"max"``) and ``rule`` name the
+    bound; ``parent_mask``: the gate's parent events (bool per event); ``bounds``: the gate's
+    bounds so far ({dim: (min, max)}, gate units: template values and the bounds placed before this
+    one). For a method that places from data, ``values`` are ``dim``'s values (gate units,
+    float32) of the events the bound is placed on (the parent's, or ``rule.population``'s,
+    within ``rule.given``), ``window`` the search window (gate units; its lower end raised by a
+    ``floor`` rule) and ``floor_note`` what the floor did (appended to the note).
+    """
+
+    placement: Placement
+    gate_id: str
+    dim: str
+    side: str
+    rule: BoundRule
+    parent_mask: np.ndarray
+    bounds: Mapping[str, tuple[float | None, float | None]]
+    values: np.ndarray | None = None
+    window: tuple[float, float] | None = None
+    floor_note: str = ""
+
+    @property
+    def source(self) -> str:
+        """The template, as messages name it."""
+        return self.placement.template.source
+
+    def place(self, rule: BoundRule) -> tuple[float, str]:
+        """Place this bound by another rule (a fallback or a floor)."""
+        return place_bound(self.placement, self.gate_id, self.dim, self.side, rule, self.parent_mask, self.bounds)
+
+
+#: A bound method: the context in, (bound in gate units, note) out.
+BoundPlacer = Callable[[BoundContext], tuple[float, str]]
+
+
+@dataclass(frozen=True)
+class BoundMethod:
+    """An entry of :data:`BOUND_METHODS`.
+
+    ``place``: the function. ``data``: it places from the events (its rule needs a ``window``, and
+    the context carries ``values``, the window and any floor); False for ``fixed``. ``floor``: a
+    rule of this method may carry a ``floor``.
+    """
+
+    place: BoundPlacer
+    data: bool = True
+    floor: bool = False
+
+
+def place_bound(placement: Placement, gate_id: str, dim: str, side: str, rule: BoundRule,
+                parent_mask: np.ndarray, bounds: Mapping[str, tuple[float | None, float | None]]) -> tuple[float, str]:
+    """Place bound ``<dim>.<side>`` of gate ``gate_id`` by ``rule``: (value in gate units, note)."""
+    method = BOUND_METHODS.get(rule.method)
+    if method is None:
+        raise GatingError(f"gate {gate_id!r}: unknown method {rule.method!r}")
+    ctx = BoundContext(placement, gate_id, dim, side, rule, parent_mask, bounds)
+    if method.data:
+        ctx.values = placement.view.values(dim)[_selection(placement, rule, parent_mask)]
+        ctx.window = rule.window
+        if rule.floor is not None:
+            f, fnote = ctx.place(rule.floor)
+            w = rule.window
+            ctx.window = (min(max(w[0], f), w[1] - 1e-3 * (w[1] - w[0])), w[1])
+            ctx.floor_note = f"; floor {f:.3f} ({rule.floor.population or 'parent'} {fnote})"
+    return method.place(ctx)
+
+
+def _selection(placement: Placement, rule: BoundRule, parent_mask: np.ndarray) -> np.ndarray:
+    """The events a bound is placed on (bool per event): the parent's, or ``rule.population``'s,
+    within the ``rule.given`` ranges on other dimensions."""
+    base = placement.masks[rule.population] if rule.population else parent_mask
+    sel = base.copy()
+    for gdim, (lo, hi) in rule.given.items():
+        v = placement.view.values(gdim)
+        if lo is not None:
+            sel &= v >= lo
+        if hi is not None:
+            sel &= v < hi
+    return sel
+
+
+# ---------------------------------------------------------------------------------------------
+# The methods
+# ---------------------------------------------------------------------------------------------
+
+def _fixed(ctx: BoundContext) -> tuple[float, str]:
+    """The template's own value."""
+    lo, hi = ctx.bounds[ctx.dim]
+    value = lo if ctx.side == "min" else hi
+    if value is None:
+        raise GatingError(f"{ctx.source}: gate {ctx.gate_id!r}: {ctx.dim}.{ctx.side} is fixed but the template "
+                          "has no value")
+    return float(value), "fixed (template)"
+
+
+def _valley(ctx: BoundContext) -> tuple[float, str]:
+    """The deepest density minimum inside the window."""
+    v, window = ctx.values, ctx.window
+    lo_r, hi_r = float(np.min(v)) if v.size else window[0], float(np.max(v)) if v.size else window[1]
+    lo_r, hi_r = min(lo_r, window[0]) - 0.05, max(hi_r, window[1]) + 0.05
+    t, kind = threshold_valley(v, lo_r, hi_r, search=window, fallback=None)
+    return t, f"{kind} {t:.3f} in [{window[0]:.2f}, {window[1]:.2f}] ({v.size} events){ctx.floor_note}"
+
+
+def _tail(ctx: BoundContext) -> tuple[float, str]:
+    """Above the population's negative mode: mode + k robust SDs, clipped to the window."""
+    t, note = _robust_tail(ctx.values, ctx.window, ctx.rule.k)
+    return t, note + ctx.floor_note
+
+
+def _gmm(ctx: BoundContext) -> tuple[float, str]:
+    """Where two touching populations meet (equal posterior of a 2-component mixture)."""
+    t, note = _gmm_threshold(ctx.values, ctx.window, seed=0)
+    return t, note + ctx.floor_note
+
+
+def _fmo(ctx: BoundContext) -> tuple[float, str]:
+    """The ``quantile`` of the FMO tube's events in the same gate (or ``rule.population``),
+    clipped to the window; the ``fallback`` rule without a usable FMO tube."""
+    br, window, fmo = ctx.rule, ctx.window, ctx.placement.fmo
+    gid, dim, side = ctx.gate_id, ctx.dim, ctx.side
+    if fmo is None:
+        if br.fallback is None:
+            raise GatingError(f"{ctx.source}: gate {gid!r}: {dim}.{side} needs an FMO tube and has no fallback")
+        t, note = ctx.place(br.fallback)
+        return t, f"no FMO tube; {note}"
+    ref_gate = br.population or ctx.placement.parent_of(gid)
+    fmask = fmo.mask(ref_gate) if ref_gate else np.ones(fmo.view.n, bool)
+    fv = fmo.view.values(dim)[fmask]
+    if fv.size < 50:
+        if br.fallback is None:
+            raise GatingError(f"{ctx.source}: gate {gid!r}: FMO tube has only {fv.size} events in {ref_gate!r}")
+        t, note = ctx.place(br.fallback)
+        return t, f"FMO has {fv.size} events in {ref_gate}; {note}"
+    q = float(np.quantile(fv, br.quantile if side == "min" else 1 - br.quantile))
+    t = min(max(q, window[0]), window[1])
+    note = f"FMO {100 * br.quantile:g}th percentile {q:.3f} of {fv.size} {ref_gate} events"
+    if t != q:
+        note += f", clipped to [{window[0]:.2f}, {window[1]:.2f}]"
+    return t, note
+
+
+def _robust_tail(values: np.ndarray, window: tuple[float, float], k: float) -> tuple[float, str]:
+    """Mode of the main population + k robust SDs of its lower half, clipped to the window."""
+    v = values[np.isfinite(values)]
+    if v.size < 20:
+        return window[0] + 0.5 * (window[1] - window[0]), "tail: too few events, window centre"
+    lo, hi = np.percentile(v, [0.1, 99.9])
+    d = density(v, float(lo), float(hi) + 1e-6)
+    mode = float(d.x[np.argmax(d.y)])
+    left = v[v <= mode]
+    sd = float(np.sqrt(np.mean((left - mode) ** 2))) if left.size > 10 else float(np.std(v))
+    t = mode + k * sd
+    clipped = min(max(t, window[0]), window[1])
+    note = f"tail: mode {mode:.3f} + {k:g}×SD {sd:.3f} = {t:.3f}"
+    if clipped != t:
+        note += f", clipped to window [{window[0]:.2f}, {window[1]:.2f}]"
+    return clipped, note
+
+
+def _gmm_threshold(values: np.ndarray, window: tuple[float, float], *, seed: int = 0,
+                   max_events: int = 200_000) -> tuple[float, str]:
+    """Where two touching populations meet: a 2-component Gaussian mixture (scikit-learn) on the
+    events, threshold where the posterior of the two components is equal, inside the window.
+
+    Used where a valley is too shallow to find (populations overlap). Falls back to the window's
+    density minimum when the mixture does not put one component on each side of the window.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    v = values[np.isfinite(values)].astype(np.float64)
+    if v.size < 50:
+        t, kind = threshold_valley(v, window[0] - 0.05, window[1] + 0.05, search=window)
+        return t, f"gmm: too few events ({v.size}); {kind} {t:.3f}"
+    if v.size > max_events:  # a seeded subsample: the fit needs the shapes, not every event
+        v = np.random.default_rng(seed).choice(v, max_events, replace=False)
+    gm = GaussianMixture(n_components=2, random_state=seed, n_init=2).fit(v[:, None])
+    means = gm.means_.ravel()
+    lo_c, hi_c = int(np.argmin(means)), int(np.argmax(means))
+    grid = np.linspace(window[0], window[1], 401)
+    post = gm.predict_proba(grid[:, None])
+    diff = post[:, hi_c] - post[:, lo_c]
+    cross = np.flatnonzero(np.diff(np.sign(diff)) > 0)
+    if means[lo_c] >= window[1] or means[hi_c] <= window[0] or cross.size == 0:
+        t, kind = threshold_valley(v, float(v.min()) - 0.05, float(v.max()) + 0.05, search=window)
+        return t, f"gmm: components {means[lo_c]:.2f}/{means[hi_c]:.2f} not either side of the window; {kind} {t:.3f}"
+    i = int(cross[0])
+    t = float(grid[i] + (grid[i + 1] - grid[i]) * (-diff[i]) / (diff[i + 1] - diff[i]))
+    return t, (f"gmm: equal posterior {t:.3f} between components at {means[lo_c]:.2f} "
+               f"({gm.weights_[lo_c]:.0%}) and {means[hi_c]:.2f} ({gm.weights_[hi_c]:.0%})")
+
+
+#: Bound methods by the name a template rule's ``method:`` gives (in the order messages list them).
+BOUND_METHODS: dict[str, BoundMethod] = {
+    "valley": BoundMethod(_valley, floor=True),
+    "tail": BoundMethod(_tail, floor=True),
+    "gmm": BoundMethod(_gmm),
+    "fmo": BoundMethod(_fmo),
+    "fixed": BoundMethod(_fixed, data=False),
+}

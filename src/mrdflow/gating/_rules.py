@@ -1,0 +1,58 @@
+"""Placement rules of a gating template (``resources/gating/<panel>.yaml``) as typed values, and the
+error every gating step raises.
+
+A gate's rule names a gate-level method (``time_qc``, ``singlets``: entries of
+:data:`~mrdflow.gating._placement.GATE_PLACERS`), or ``bounds`` with one :class:`BoundRule` per
+placed rectangle bound (its ``method`` a name in :data:`~mrdflow.gating._bounds.BOUND_METHODS`), or
+``fixed`` (the template as drawn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mrdflow.errors import MrdflowError
+
+__all__ = ["BoundRule", "GateRule", "GatingError"]
+
+
+class GatingError(MrdflowError):
+    """A gating template or rule is invalid, or a tube cannot be gated (names file/gate/cause)."""
+
+
+@dataclass(frozen=True)
+class BoundRule:
+    """How one bound (``<dimension>.min`` or ``.max``) of a rectangle gate is placed.
+
+    method: a name in :data:`~mrdflow.gating._bounds.BOUND_METHODS`: ``valley`` (deepest density
+    minimum inside ``window``), ``tail`` (mode of the population below + ``k`` robust SDs of its
+    lower half, clipped to ``window``), ``gmm`` (two touching populations: equal posterior of a
+    2-component Gaussian mixture), ``fmo`` (the ``quantile`` of the FMO tube's events in the same
+    gate, clipped to ``window``; falls back to ``fallback`` when the sample has no FMO), ``fixed``
+    (template value). ``window`` and ``given`` are in gate units. ``given``: restrict the events
+    used for the density to ranges on other dimensions, e.g. ``{CD138: [0.35, null]}``.
+    ``population``: use that gate's events instead of the parent's. ``floor`` (valley and tail
+    only): a bound rule placed first, typically a ``tail`` on an internal negative population
+    (``{method: tail, population: Tcells}``); the search window's lower end is raised to its value
+    (kept below the window's upper end), so the threshold never lands inside that negative.
+    """
+
+    method: str
+    window: tuple[float, float] | None = None
+    k: float = 4.0
+    quantile: float = 0.995
+    given: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    population: str | None = None
+    fallback: BoundRule | None = None
+    floor: BoundRule | None = None
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """Placement of one template gate: ``method`` is ``bounds`` (rectangle, per-bound rules), a
+    gate-level method (``time_qc``, ``singlets``) or ``fixed``."""
+
+    gate_id: str
+    method: str
+    bounds: Mapping[str, BoundRule] = field(default_factory=dict)

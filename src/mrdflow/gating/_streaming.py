@@ -1,0 +1,261 @@
+"""Streaming: gating a tube larger than memory.
+
+Gates are placed on a seeded uniform random sample of the tube's events (exactly as
+:func:`~mrdflow.gating.gate_tube` places them on a whole tube, with the facts placement needs about
+every event gathered in the same pass), then every event is counted a chunk at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from mrdflow.gating._engine import GateEngine, available_cpus
+from mrdflow.gating._placement import AllEvents, edge_between, either, finite_max
+from mrdflow.gating._qc import QCSettings
+from mrdflow.gating._result import KeptEvents, StreamedGating, TubeGating, nonfinite_rows
+from mrdflow.gating._rules import GatingError
+from mrdflow.gating._template import GatingTemplate
+from mrdflow.gating._transforms import Compensation
+from mrdflow.gating._tube import gate_tube
+from mrdflow.gating._view import OpenTube, TubeView
+from mrdflow.io import FCSData
+from mrdflow.panels import ResolvedPanel
+
+__all__ = ["gate_tube_streamed"]
+
+_QC_DEFAULTS = QCSettings()  # frozen: one instance serves every call
+
+
+class _Source:
+    """A streamed tube: an opened tube (file, header, panel) read as scaled chunks of ``chunk_events``."""
+
+    def __init__(self, tube: OpenTube, chunk_events: int, workers: int):
+        self.path = tube.path
+        self.header = tube.header
+        self.resolved = tube.resolved
+        self.compensation = tube.compensation
+        self.transforms = dict(tube.transforms)
+        self.name = tube.name
+        self.chunk_events = int(chunk_events)
+        self.workers = int(workers)
+
+    def chunks(self):
+        """(first event, FCSData of scaled events) for each chunk, in file order."""
+        from mrdflow.io import iter_events
+
+        for start, chunk in iter_events(self.path, self.chunk_events):
+            chunk.scale_in_place()
+            yield start, chunk
+
+    def view(self, fcs: FCSData, workers: int | None = None) -> TubeView:
+        return TubeView(fcs, self.resolved, self.compensation, self.transforms, name=self.name,
+                        workers=workers or self.workers)
+
+
+
+class _StreamEvents(AllEvents):
+    """Facts about every event of a streamed tube: minima/maxima gathered while the placement
+    sample was drawn, Time neighbours of QC edges in one more pass over the Time column."""
+
+    def __init__(self, source: _Source, time_span: tuple[float, float] | None, maxima: Mapping[str, float | None]):
+        self.source = source
+        self._time_span = time_span
+        self._maxima = dict(maxima)
+
+    def time_min(self) -> float | None:
+        return self._time_span[0] if self._time_span else None
+
+    def time_span(self) -> tuple[float, float] | None:
+        return self._time_span
+
+    def max_value(self, dim: str) -> float | None:
+        if dim not in self._maxima:
+            best = None
+            for _, chunk in self.source.chunks():
+                best = either(max, best, finite_max(self.source.view(chunk, 1).values(dim)))
+            self._maxima[dim] = best
+        return self._maxima[dim]
+
+    def between(self, edges: Sequence[float]) -> list[float]:
+        e = np.asarray(edges, np.float64)
+        below: list[float | None] = [None] * e.size
+        above: list[float | None] = [None] * e.size
+        for _, chunk in self.source.chunks():
+            t = self.source.view(chunk, 1).values("Time")
+            t = np.sort(t[np.isfinite(t)])
+            if not t.size:
+                continue
+            idx = np.searchsorted(t, e)  # t[idx - 1] < edge <= t[idx]
+            for j, i in enumerate(idx):
+                if i > 0:
+                    below[j] = either(max, below[j], float(t[i - 1]))
+                if i < t.size:
+                    above[j] = either(min, above[j], float(t[i]))
+        return [edge_between(below[j], above[j], float(e[j])) for j in range(e.size)]
+
+
+
+def _placement_sample(source: _Source, n_keep: int, seed: int) -> tuple[FCSData, _StreamEvents]:
+    """One pass over the file: a uniform random sample of exactly ``min(n_keep, n)`` events (in
+    file order, so Time stays ordered) and the all-event minima/maxima placement needs.
+
+    Each chunk contributes a hypergeometric share of the remaining sample (sequential sampling
+    without replacement), so the sample is uniform over the tube and memory is the sample plus
+    one chunk.
+    """
+    header = source.header
+    n = header.n_events
+    k_left, n_left = min(int(n_keep), n), n
+    rng = np.random.default_rng(seed)
+    out = np.empty((k_left, header.n_parameters), np.float32)
+    filled = 0
+    tmin: float | None = None
+    tmax: float | None = None
+    fluorescence = {m.name for m in source.resolved.panel.markers}
+    scatter = [d for d in source.resolved.index if d != "Time" and d not in fluorescence]
+    maxima: dict[str, float | None] = {d: None for d in scatter}
+    has_time = "Time" in source.resolved.index
+    for _, chunk in source.chunks():
+        m = chunk.n_events
+        take = int(rng.hypergeometric(m, n_left - m, k_left)) if n_left > m else k_left
+        rows = np.sort(rng.choice(m, take, replace=False)) if take < m else slice(None)
+        out[filled:filled + take] = chunk.events[rows]
+        filled += take
+        k_left -= take
+        n_left -= m
+        cv = source.view(chunk, 1)
+        if has_time:
+            t = cv.values("Time")
+            t = t[np.isfinite(t)]
+            if t.size:
+                tmin, tmax = either(min, tmin, float(t.min())), either(max, tmax, float(t.max()))
+        for d in scatter:
+            maxima[d] = either(max, maxima[d], finite_max(cv.values(d)))
+    if filled != out.shape[0]:  # the file changed under us
+        raise GatingError(f"{source.name}: read {filled} placement events, expected {out.shape[0]}")
+    span = (tmin, tmax) if tmin is not None else None
+    return FCSData.from_events(header, out), _StreamEvents(source, span, maxima)
+
+
+def _drain(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype) -> np.ndarray:
+    """Concatenate ``parts`` into one array, freeing each part once copied: the peak is the
+    result plus one part, not twice the result (kept PC events of a high-burden marrow can be
+    most of a tube)."""
+    if not parts:
+        return np.zeros(empty_shape, dtype)
+    out = np.empty((sum(p.shape[0] for p in parts),) + parts[0].shape[1:], parts[0].dtype)
+    row = 0
+    parts.reverse()
+    while parts:
+        p = parts.pop()
+        out[row:row + p.shape[0]] = p
+        row += p.shape[0]
+        del p
+    return out
+
+
+def gate_tube_streamed(template: GatingTemplate, tube: OpenTube | str | Path, resolved: ResolvedPanel | None = None,
+                       compensation: Compensation | None = None, transforms: Mapping[str, Mapping] | None = None, *,
+                       qc_settings: QCSettings = _QC_DEFAULTS, fmo: TubeGating | StreamedGating | None = None,
+                       placement_events: int = 5_000_000, chunk_events: int = 1 << 20,
+                       keep: Mapping[str, Sequence[str]] | None = None, seed: int = 0, name: str = "",
+                       workers: int | None = None, chunk_size: int = 1 << 18) -> StreamedGating:
+    """Gate a tube too large to hold: place on a sample, count every event in a stream.
+
+    ``tube``: the tube from :func:`~mrdflow.gating.open_tube`, or its FCS file's path with the
+    file's ``resolved`` panel, ``compensation`` and config ``transforms``. ``name``: how messages
+    name the file (default: the tube's name, or the path).
+
+    Two sequential reads of the file (a third, of Time only, when the time QC flags segments):
+    (1) a uniform random sample of ``placement_events`` events (seeded by ``seed``) and the
+    all-event range of Time and maxima of the scatter dimensions; then the template placed on the
+    sample exactly as :func:`gate_tube` places it on a whole tube, with time-QC bins over the whole
+    run, its edges put between the event times of the whole tube and the singlet wedge tall enough
+    for all of its events; (2) the placed gates evaluated by :class:`~mrdflow.gating.GateEngine` on
+    each chunk of ``chunk_events`` events: counts per population (the time QC's removed fraction
+    among them), non-finite events, and the events (markers in gate units, flag gates) of each
+    population in ``keep`` ({gate id: flag gate ids}).
+
+    Memory is the placement sample (as a tube of that size), one chunk and its working columns,
+    and the kept events: it does not grow with the tube. With ``placement_events`` at least the
+    tube's events the gates, counts and kept events equal :func:`gate_tube`'s.
+    """
+    if isinstance(tube, OpenTube):
+        tube = replace(tube, name=name) if name else tube
+    else:
+        from mrdflow.io import read_header
+
+        if resolved is None or transforms is None:
+            raise TypeError("gate_tube_streamed: a path needs its resolved panel and transforms")
+        tube = OpenTube(str(tube), name or str(tube), read_header(tube), resolved, compensation, dict(transforms))
+    workers = int(workers or available_cpus(4))
+    source = _Source(tube, chunk_events, workers)
+    sample_fcs, all_events = _placement_sample(source, placement_events, seed)
+    sample_view = source.view(sample_fcs)
+    sample = gate_tube(template, sample_view, qc_settings=qc_settings, fmo=getattr(fmo, "sample", fmo),
+                       chunk_size=chunk_size, events=all_events)
+    engine = GateEngine(sample.strategy, chunk_size=chunk_size, workers=workers)
+    step_ids = {s.gate_id for s in sample.steps}
+    keep = {g: list(f) for g, f in (keep or {}).items() if g in step_ids}
+    counts, nonfinite, n, kept = _count_every_event(source, engine, keep, step_ids)
+    resolve = sample.result.resolve
+    steps = []
+    for st in sample.steps:
+        c = counts[resolve(st.gate_id)]
+        pc = counts[resolve(st.parent)] if st.parent else n
+        steps.append(replace(st, count=int(c), parent_count=int(pc)))
+    qc = dict(sample.qc)
+    # The time QC's removed fraction (and so the flow-rate failure that makes MRD not evaluable)
+    # from every event, not the sample's estimate.
+    by_id = {st.gate_id: st for st in steps}
+    for gid, rule in template.rules.items():
+        if rule.method == "time_qc" and "time" in qc and gid in by_id and by_id[gid].parent_count:
+            removed = 1.0 - by_id[gid].count / by_id[gid].parent_count
+            qc["time"] = {**qc["time"], "removed_fraction": removed,
+                          "failed": removed > qc_settings.max_removed_fraction}
+    qc["placement"] = {"events": int(sample.n_events), "of": int(n), "seed": int(seed)}
+    return StreamedGating(sample.strategy, steps, qc, sample, n, nonfinite, kept, counts)
+
+
+def _count_every_event(source: _Source, engine: GateEngine, keep: Mapping[str, list[str]], step_ids: set[str]
+                       ) -> tuple[dict[tuple[str, ...], int], int, int, dict[str, KeptEvents]]:
+    """The streaming pass: (events per population path, non-finite events, events, the kept
+    events of each population in ``keep``), evaluating ``engine`` on one chunk at a time."""
+    header = source.header
+    compensation = source.compensation
+    sample_comp = (list(compensation.detectors), compensation.spill) if compensation is not None else None
+    counts = {p: 0 for p in engine.paths}
+    nonfinite = 0
+    markers = [m.name for m in source.resolved.panel.markers]
+    parts: dict[str, list[np.ndarray]] = {g: [] for g in keep}
+    flag_parts: dict[str, dict[str, list[np.ndarray]]] = {
+        g: {f: [] for f in fl if f in step_ids} for g, fl in keep.items()}
+    n = 0
+    for _, chunk in source.chunks():
+        ev = chunk.events
+        res = engine.evaluate(ev, header.pnn, sample_comp=sample_comp, pns=header.pns)
+        for p in counts:
+            counts[p] += res.count(p)
+        nonfinite += nonfinite_rows(ev)
+        n += ev.shape[0]
+        for g in keep:
+            m = res.membership(g)
+            if not m.any():
+                continue
+            rows = source.view(FCSData.from_events(header, ev[m]), 1)
+            rows.prefetch(markers)
+            parts[g].append(np.column_stack([rows.values(mk) for mk in markers]).astype(np.float32, copy=False))
+            for f in flag_parts[g]:
+                flag_parts[g][f].append(np.asarray(res.membership(f))[m])
+    if n != header.n_events:
+        raise GatingError(f"{source.name}: streamed {n} events, the header says {header.n_events}")
+    kept = {}
+    for g in keep:
+        values = _drain(parts[g], (0, len(markers)), np.float32)
+        flags = {f: _drain(v, (0,), bool) for f, v in flag_parts[g].items()}
+        kept[g] = KeptEvents(g, markers, values, flags)
+    return counts, nonfinite, n, kept

@@ -1,0 +1,191 @@
+"""A panel's gating template: the Gating-ML strategy (``resources/gating/<panel>.xml``, dimensions
+named by panel markers, template coordinates in gate units) and its placement rules
+(``<panel>.yaml``), or a FlowJo workspace's gates applied as drawn.
+
+The rules are checked when the template loads: every method a rule names must be in the tables of
+placement methods (:data:`~mrdflow.gating._placement.GATE_PLACERS` for gate-level methods,
+:data:`~mrdflow.gating._bounds.BOUND_METHODS` for rectangle bounds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import flowkit as fk
+import yaml
+
+from mrdflow.gating._bounds import BOUND_METHODS
+from mrdflow.gating._placement import gate_methods
+from mrdflow.gating._rules import BoundRule, GateRule, GatingError
+
+__all__ = ["GatingTemplate", "load_template", "template_from_workspace"]
+
+
+@dataclass(frozen=True)
+class GatingTemplate:
+    """A panel's template: the FlowKit strategy (marker-named dimensions) and placement rules.
+
+    ``static``: the strategy is applied as drawn (a FlowJo workspace: dimensions name the file's
+    channels and carry FlowJo's own transforms), nothing is placed from the data.
+    """
+
+    panel: str
+    strategy: fk.GatingStrategy
+    rules: Mapping[str, GateRule]
+    source: str
+    static: bool = False
+
+    def gate_order(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(gate id, parent path) in an order where parents and boolean references come first."""
+        ids = self.strategy.get_gate_ids()
+        done: set[str] = set()
+        out: list[tuple[str, tuple[str, ...]]] = []
+        pending = list(ids)
+        while pending:
+            progressed = False
+            for gid, path in list(pending):
+                gate = self.strategy.get_gate(gid, gate_path=path)
+                deps = set(path[1:])
+                if isinstance(gate, fk.gates.BooleanGate):
+                    deps |= {r["ref"] for r in gate.gate_refs}
+                if gid in self.rules:  # gates whose events a bound rule uses (population:)
+                    deps |= _rule_populations(self.rules[gid])
+                if deps <= done:
+                    out.append((gid, path))
+                    done.add(gid)
+                    pending.remove((gid, path))
+                    progressed = True
+            if not progressed:
+                raise GatingError(f"{self.source}: gate references form a cycle or name unknown gates: {pending}")
+        return out
+
+
+def _rule_populations(rule: GateRule) -> set[str]:
+    """Gate ids named by ``population`` in a gate's bound rules (and their fallback/floor)."""
+    out: set[str] = set()
+    todo = list(rule.bounds.values())
+    while todo:
+        br = todo.pop()
+        if br.population:
+            out.add(br.population)
+        todo += [b for b in (br.fallback, br.floor) if b is not None]
+    return out
+
+def _listing(names: Sequence[str], last: str) -> str:
+    """``a, b, c or d`` (``last``: the word before the last name)."""
+    return f"{', '.join(names[:-1])} {last} {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _bound_rule(spec: Mapping, where: str) -> BoundRule:
+    known = {"method", "window", "k", "quantile", "given", "population", "fallback", "floor"}
+    unknown = set(spec) - known
+    if unknown:
+        raise GatingError(f"{where}: unknown field(s) {sorted(unknown)}")
+    method = spec.get("method")
+    if not isinstance(method, str) or method not in BOUND_METHODS:
+        raise GatingError(f"{where}: method must be {_listing(list(BOUND_METHODS), 'or')} (got {method!r})")
+    window = spec.get("window")
+    if window is not None:
+        if not (isinstance(window, list) and len(window) == 2 and window[0] < window[1]):
+            raise GatingError(f"{where}: window must be [low, high] with low < high")
+        window = (float(window[0]), float(window[1]))
+    elif BOUND_METHODS[method].data:
+        raise GatingError(f"{where}: method {method!r} needs a window")
+    given = {}
+    for dim, rng in (spec.get("given") or {}).items():
+        if not (isinstance(rng, list) and len(rng) == 2):
+            raise GatingError(f"{where}: given.{dim} must be [low, high] (null for open)")
+        given[str(dim)] = (None if rng[0] is None else float(rng[0]), None if rng[1] is None else float(rng[1]))
+    fb = spec.get("fallback")
+    fl = spec.get("floor")
+    if fl and not BOUND_METHODS[method].floor:
+        floored = [name for name, m in BOUND_METHODS.items() if m.floor]
+        raise GatingError(f"{where}: floor applies to {_listing(floored, 'and')} bounds only (method {method!r})")
+    return BoundRule(
+        method=method,
+        window=window,
+        k=float(spec.get("k", 4.0)),
+        quantile=float(spec.get("quantile", 0.995)),
+        given=given,
+        population=spec.get("population"),
+        fallback=_bound_rule(fb, f"{where}.fallback") if fb else None,
+        floor=_bound_rule(fl, f"{where}.floor") if fl else None,
+    )
+
+
+def load_template(gating_dir: str | Path, panel: str) -> GatingTemplate:
+    """Load ``<gating_dir>/<panel>.xml`` (Gating-ML) and ``<panel>.yaml`` (placement rules)."""
+    xml = Path(gating_dir) / f"{panel}.xml"
+    rules_path = Path(gating_dir) / f"{panel}.yaml"
+    if not xml.is_file():
+        raise GatingError(f"{xml}: gating template not found for panel {panel!r}")
+    try:
+        strategy = fk.parse_gating_xml(str(xml))
+    except Exception as e:  # FlowKit raises several types for malformed XML
+        raise GatingError(f"{xml}: not a valid Gating-ML 2.0 document ({type(e).__name__}: {e})") from None
+    rules = _load_rules(rules_path, strategy) if rules_path.is_file() else {}
+    return GatingTemplate(panel, strategy, rules, str(xml))
+
+
+def _load_rules(path: Path, strategy: fk.GatingStrategy) -> dict[str, GateRule]:
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise GatingError(f"{path}: not valid YAML ({e})") from None
+    gates = doc.get("gates") or {}
+    ids = {gid for gid, _ in strategy.get_gate_ids()}
+    rules: dict[str, GateRule] = {}
+    for gid, spec in gates.items():
+        where = f"{path}: gates.{gid}"
+        if gid not in ids:
+            raise GatingError(f"{where}: no gate {gid!r} in the template (gates: {sorted(ids)})")
+        spec = dict(spec or {})
+        method = spec.pop("method", "bounds")
+        if method in gate_methods() or method == "fixed":
+            if spec:
+                raise GatingError(f"{where}: method {method!r} takes no other fields (got {sorted(spec)})")
+            rules[gid] = GateRule(gid, method)
+            continue
+        if method != "bounds":
+            names = _listing(["bounds", *gate_methods(), "fixed"], "or")
+            raise GatingError(f"{where}: method must be {names} (got {method!r})")
+        bounds = {}
+        for key, b in spec.items():
+            if not (key.endswith(".min") or key.endswith(".max")):
+                raise GatingError(f"{where}: {key!r} is not '<dimension>.min' or '<dimension>.max'")
+            bounds[key] = _bound_rule(b or {}, f"{where}.{key}")
+        rules[gid] = GateRule(gid, "bounds", bounds)
+    return rules
+
+
+def template_from_workspace(wsp_path: str | Path, group: str, panel: str, fcs_path: str | Path,
+                            sample_id: str | None = None) -> GatingTemplate:
+    """A static template from a FlowJo 10 workspace's sample group, imported by FlowKit.
+
+    FlowKit binds a workspace's gates to a loaded sample, so ``fcs_path`` names the (template)
+    FCS file the group's gates were drawn on; ``sample_id`` picks one sample of the group (default:
+    the first). Gates keep FlowJo's channel names, transforms and compensation and are applied as
+    drawn (``static``).
+    """
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sample = fk.Sample(str(fcs_path), ignore_offset_error=True)
+            ws = fk.Workspace(str(wsp_path), fcs_samples=[sample])
+    except Exception as e:  # FlowKit raises several types for unreadable workspaces
+        raise GatingError(f"{wsp_path}: cannot read FlowJo workspace ({type(e).__name__}: {e})") from None
+    groups = ws.get_sample_groups()
+    if group not in groups:
+        raise GatingError(f"{wsp_path}: no sample group {group!r} (groups: {groups})")
+    ids = ws.get_sample_ids(group)
+    if not ids:
+        raise GatingError(f"{wsp_path}: sample group {group!r} has no sample loaded from {fcs_path}")
+    sid = sample_id or ids[0]
+    if sid not in ids:
+        raise GatingError(f"{wsp_path}: sample {sid!r} is not in group {group!r} ({ids})")
+    strategy = ws.get_gating_strategy(sid)
+    return GatingTemplate(panel, strategy, {}, f"{wsp_path}#{group}", static=True)
