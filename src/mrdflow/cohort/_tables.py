@@ -364,22 +364,6 @@ def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
             w.writerow([tsv_cell(None if is_missing(v) else v) for v in rec])
 
 
-def html_table(df: pd.DataFrame, columns: Sequence[str] | None = None, *, headers: Sequence[str] | None = None,
-               css_class: str = "tbl") -> str:
-    """An HTML ``<table>`` of ``df`` (cells escaped, ``NA`` for missing), for the report."""
-    import html as _html
-
-    cols = list(columns or df.columns)
-    heads = list(headers or cols)
-    out = [f'<table class="{css_class}"><thead><tr>' + "".join(f"<th>{_html.escape(str(h))}</th>" for h in heads)
-           + "</tr></thead><tbody>"]
-    for rec in df[cols].itertuples(index=False, name=None):
-        out.append("<tr>" + "".join(f"<td>{_html.escape(tsv_cell(None if is_missing(v) else v))}</td>" for v in rec)
-                   + "</tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
-
-
 def table1_html(t1: pd.DataFrame, *, title: str = "Table 1. Patient characteristics") -> str:
     """Table 1 laid out as in the poster: a heading row per characteristic, its categories indented."""
     import html as _html

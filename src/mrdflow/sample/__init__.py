@@ -44,5 +44,11 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "plot_gating",
             "plot_file_name",
         ],
+        "_outputs": [
+            "SAMPLE_DIR",
+            "SampleFiles",
+            "SAMPLE_FILES",
+            "sample_file",
+        ],
     },
 )
