@@ -29,5 +29,5 @@ rule all:
         COHORT_PLOTS.png,
         REPORT_HTML,
         # per-sample contract outputs are final outputs, not intermediates: a lost one is remade
-        expand("results/samples/{sample}/{name}", sample=SAMPLES, name=("metrics.json", "gating.tsv", "gates.xml")),
+        [sample_file(name, s) for s in SAMPLES for name in ("metrics", "gating", "gates")],
     default_target: True

@@ -14,7 +14,7 @@ From a sample sheet of normal marrows (its NGF tubes: the panels whose ``readout
         --config config/config.yaml --out resources/reference/normal_pc.yaml --keep-gating results/normal_pc
 
 From FCS files (one --panel for all, or one per file), or from the ``pc_events.npz`` that the
-workflow's ``gate_sample`` rule wrote for normal marrows::
+workflow's ``analyse_sample`` rule wrote for normal marrows::
 
     python scripts/build_normal_pc_reference.py --fcs nbm1_t1.fcs nbm1_t2.fcs --panel ngf_tube1 ngf_tube2 \\
         --config config/config.yaml --out normal_pc.yaml
@@ -53,7 +53,7 @@ from mrdflow.config import Tube, load_config, read_samples
 from mrdflow.errors import MrdflowError
 from mrdflow.panels import Panel
 from mrdflow.rules import sample_settings
-from mrdflow.sample import SampleSettings, analyse_sample
+from mrdflow.sample import SAMPLE_FILES, SampleSettings, analyse_sample
 
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("build_normal_pc_reference")
@@ -101,7 +101,7 @@ def gate_marrows(marrows: Mapping[str, Sequence[Tube]], data_dir: str | Path, se
             problems = "; ".join(e["error"] for e in record["errors"]) or "no PC events"
             log.warning("%s left out of the reference: %s", sample, problems)
             continue
-        events += load_pc_events(Path(outdir) / sample / "pc_events.npz")
+        events += load_pc_events(Path(outdir) / sample / SAMPLE_FILES.pc_events)
         used.append(sample)
     return events, used
 
@@ -153,7 +153,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     src.add_argument("--samples", help="sample sheet of normal marrows (samples.schema.yaml columns)")
     src.add_argument("--fcs", nargs="+", metavar="FCS", help="FCS files of normal marrows' NGF tubes")
     src.add_argument("--pc-events", nargs="+", metavar="NPZ",
-                     help="pc_events.npz files the workflow's gate_sample rule wrote for normal marrows")
+                     help="pc_events.npz files the workflow's analyse_sample rule wrote for normal marrows")
     ap.add_argument("--data-dir", help="folder the sheet's fcs paths are relative to (with --samples)")
     ap.add_argument("--panel", nargs="+", help="panel of the --fcs files: one for all, or one per file")
     ap.add_argument("--config", default=str(REPO / "config" / "config.yaml"),

@@ -295,7 +295,7 @@ def test_resume_after_losing_a_sample_gives_byte_identical_results(tiny_run):
     shutil.rmtree(d)
     r = _snakemake(tiny_run, "--cores", "2")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "gate_sample" in r.stderr + r.stdout
+    assert "analyse_sample" in r.stderr + r.stdout
     for rel, blob in before.items():
         assert (tiny_run / rel).read_bytes() == blob, rel
     r = _snakemake(tiny_run, "-n", "--cores", "1")

@@ -1,17 +1,17 @@
 # Cohort PC model (mrdflow.clustering): k-means on PC events pooled across marrow samples, on dask.
 
 
-rule pc_model:
+rule fit_pc_model:
     input:
-        pc_events=expand("results/samples/{sample}/pc_events.npz", sample=BM_SAMPLES),
+        pc_events=expand(sample_file("pc_events"), sample=BM_SAMPLES),
         reference=PC_REFERENCE,
     output:
-        model="results/cohort/pc_model.json",
+        model=PC_MODEL,
     threads: 2
     resources:
         mem_mb=4000,
         runtime=30,
     log:
-        "logs/cohort/pc_model.log",
+        "logs/cohort/fit_pc_model.log",
     script:
-        "../scripts/pc_model.py"
+        "../scripts/fit_pc_model.py"

@@ -22,7 +22,7 @@ COHORT_PLOTS = FigureFiles()
 
 rule sample_metrics_table:
     input:
-        metrics=expand("results/samples/{sample}/metrics.json", sample=SAMPLES),
+        metrics=expand(sample_file("metrics"), sample=SAMPLES),
     output:
         **COHORT_SAMPLE_METRICS.as_dict(),
     threads: 1
@@ -37,7 +37,7 @@ rule sample_metrics_table:
 
 rule cohort_tables:
     input:
-        metrics=expand("results/samples/{sample}/metrics.json", sample=SAMPLES),
+        metrics=expand(sample_file("metrics"), sample=SAMPLES),
         clinical=CLINICAL_SHEET,
     output:
         **{
@@ -56,9 +56,9 @@ rule cohort_tables:
 
 rule cohort_anndata:
     input:
-        pc_events=expand("results/samples/{sample}/pc_events.npz", sample=BM_SAMPLES),
-        nk_events=expand("results/samples/{sample}/nk_events.npz", sample=SAMPLES),
-        model="results/cohort/pc_model.json" if BM_SAMPLES else [],
+        pc_events=expand(sample_file("pc_events"), sample=BM_SAMPLES),
+        nk_events=expand(sample_file("nk_events"), sample=SAMPLES),
+        model=PC_MODEL if BM_SAMPLES else [],
         reference=resolve_path(config["clustering"]["reference"]),
     output:
         **COHORT_ANNDATA.as_dict(),
@@ -107,7 +107,7 @@ rule report:
             inventory="results/inventory.tsv",
             samples=SAMPLE_SHEET,
             clinical=CLINICAL_SHEET,
-            plots=expand("results/samples/{sample}/plots", sample=SAMPLES),
+            plots=expand(sample_file("plots"), sample=SAMPLES),
         ).as_dict(),
     output:
         html=report(REPORT_HTML, caption="../report/report.rst", category="Report"),

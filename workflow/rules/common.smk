@@ -3,6 +3,10 @@ import os
 
 from mrdflow.config import read_clinical, read_samples, resolve_path, validate_config
 from mrdflow.panels import load_panels
+from mrdflow.sample import SAMPLE_FILES, sample_file  # a sample's files, named once (mrdflow.sample._outputs)
+
+#: the cohort PC model (rule fit_pc_model), read by finish_sample and cohort_anndata
+PC_MODEL = "results/cohort/pc_model.json"
 
 config = validate_config(config, source="config")
 PANELS_DIR = resolve_path(config["panels_dir"])
@@ -123,6 +127,6 @@ def sample_threads(wildcards, input):
 
 
 def sample_model(wildcards):
-    return ["results/cohort/pc_model.json"] if wildcards.sample in BM_SAMPLES else []
+    return [PC_MODEL] if wildcards.sample in BM_SAMPLES else []
 
 from mrdflow.cohort import COHORT_FIGURES  # cohort figure stems, named once in mrdflow.cohort._outputs

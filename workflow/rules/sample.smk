@@ -2,17 +2,17 @@
 # then, with the cohort PC model, aberrant PCs and the MRD call.
 
 
-rule gate_sample:
+rule analyse_sample:
     input:
         fcs=sample_fcs,
         templates=sample_templates,
     output:
-        gating="results/samples/{sample}/gating.tsv",
-        gates="results/samples/{sample}/gates.xml",
-        stage1="results/samples/{sample}/stage1.json",
-        pc_events="results/samples/{sample}/pc_events.npz",
-        nk_events="results/samples/{sample}/nk_events.npz",
-        plots=directory("results/samples/{sample}/plots"),
+        gating=sample_file("gating"),
+        gates=sample_file("gates"),
+        stage1=sample_file("stage1"),
+        pc_events=sample_file("pc_events"),
+        nk_events=sample_file("nk_events"),
+        plots=directory(sample_file("plots")),
     params:
         # the tubes' panel, role, FMO marker and beads come from the sheet (validated at parse time);
         # FCS paths are data_dir/<fcs>, a missing file is recorded in the sample's errors
@@ -25,18 +25,18 @@ rule gate_sample:
         mem_mb=sample_mem_mb,
         runtime=sample_runtime,
     log:
-        "logs/samples/{sample}/gate_sample.log",
+        "logs/samples/{sample}/analyse_sample.log",
     script:
-        "../scripts/gate_sample.py"
+        "../scripts/analyse_sample.py"
 
 
-rule sample_metrics:
+rule finish_sample:
     input:
-        stage1="results/samples/{sample}/stage1.json",
-        pc_events="results/samples/{sample}/pc_events.npz",
+        stage1=sample_file("stage1"),
+        pc_events=sample_file("pc_events"),
         model=sample_model,
     output:
-        metrics="results/samples/{sample}/metrics.json",
+        metrics=sample_file("metrics"),
     params:
         reference=PC_REFERENCE,
     threads: 1
@@ -44,6 +44,6 @@ rule sample_metrics:
         mem_mb=metrics_mem_mb,
         runtime=10,
     log:
-        "logs/samples/{sample}/sample_metrics.log",
+        "logs/samples/{sample}/finish_sample.log",
     script:
-        "../scripts/sample_metrics.py"
+        "../scripts/finish_sample.py"

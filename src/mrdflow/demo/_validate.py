@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mrdflow.panels import Panel, load_panels, readouts
+from mrdflow.sample import SAMPLE_FILES
 
 from ._design import PANELS_DIR
 
@@ -94,9 +95,9 @@ def validate(results_dir: str | Path, truth_tsv: str | Path, bars: Bars = Bars()
             by_sample.setdefault(row["sample_id"], []).append(row)
     checks: list[Check] = []
     for sid, rows in sorted(by_sample.items()):
-        mfile = results_dir / "samples" / sid / "metrics.json"
+        mfile = results_dir / "samples" / sid / SAMPLE_FILES.metrics
         if not mfile.is_file():
-            checks.append(Check(sid, "metrics.json", "missing", "present", "exists", False))
+            checks.append(Check(sid, SAMPLE_FILES.metrics, "missing", "present", "exists", False))
             continue
         m = json.loads(mfile.read_text())
         fed: dict[str, list[dict]] = {}

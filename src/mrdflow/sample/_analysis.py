@@ -1,12 +1,12 @@
 """Per-sample analysis: gate every tube of a specimen draw and compute its read-outs.
 
-Stage 1 (:func:`analyse_sample`, rule ``gate_sample``): read each tube, compensate, place and apply
+Stage 1 (:func:`analyse_sample`, rule ``analyse_sample``): read each tube, compensate, place and apply
 the panel's gates, write ``gating.tsv``, ``gates.xml`` (plus ``gates_<tube>.xml`` for further
 tubes), one plot per gating step, the NK / CAR-T read-outs, and for marrow tubes the plasma-cell
 events for the cohort clustering (``pc_events.npz``) with the counts the MRD call needs
 (``stage1.json``).
 
-Stage 2 (:func:`finish_sample`, rule ``sample_metrics``): map the PC events to the cohort PC model,
+Stage 2 (:func:`finish_sample`, rule ``finish_sample``): map the PC events to the cohort PC model,
 count aberrant PCs, make the MRD call and write ``metrics.json``.
 
 A tube that cannot be read or gated is recorded (``errors``) and the others go on; the sample's
@@ -52,6 +52,7 @@ from mrdflow.metrics import (
 )
 from mrdflow.panels import Panel
 from mrdflow.sample._mrd import HemodilutionSettings, MRDSettings, TubeCount, hemodilution, mrd_call
+from mrdflow.sample._outputs import SAMPLE_FILES
 
 if TYPE_CHECKING:
     from mrdflow.gating import GatingTemplate, StreamedGating, TubeGating
@@ -196,7 +197,7 @@ def _ngf_counts(g: TubeGating) -> dict:
 
 
 def _write_gating_tables(outdir: Path, tables: Sequence[tuple[str, list[dict]]]) -> None:
-    with atomic_open(outdir / "gating.tsv", "w", newline="") as fh:
+    with atomic_open(outdir / SAMPLE_FILES.gating, "w", newline="") as fh:
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
         w.writerow(["tube", "population", "parent", "count", "pct_parent", "pct_of_total"])
         for tube, rows in tables:
@@ -229,7 +230,7 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     # FMO controls first: the stained tube's thresholds may come from them.
     order = sorted(tubes, key=lambda t: 0 if t.role == "fmo" else 1)
     fmo_of: dict[str, TubeGating] = {}
-    plot_dir = outdir / "plots"
+    plot_dir = outdir / SAMPLE_FILES.plots
     if plot_dir.exists():
         shutil.rmtree(plot_dir)
     plot_dir.mkdir(parents=True)  # present even when no tube could be gated (a rule output)
@@ -265,23 +266,23 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     gates_dir_files = []
     for t in [t for t in tubes if t.tube in gated]:
         is_main = stained and t.tube == stained[0].tube
-        name = "gates.xml" if is_main else f"gates_{t.tube}.xml"
+        name = SAMPLE_FILES.gates if is_main else f"gates_{t.tube}.xml"
         with atomic_open(outdir / name, "wb") as fh:
             fh.write(gated[t.tube].gatingml())
         gates_dir_files.append(name)
-    if not any(f == "gates.xml" for f in gates_dir_files):
-        with atomic_open(outdir / "gates.xml", "wb") as fh:  # nothing gated: an empty, valid document
+    if not any(f == SAMPLE_FILES.gates for f in gates_dir_files):
+        with atomic_open(outdir / SAMPLE_FILES.gates, "wb") as fh:  # nothing gated: an empty, valid document
             fh.write(b'<?xml version="1.0" encoding="UTF-8"?>\n<gating:Gating-ML xmlns:gating='
                      b'"http://www.isac-net.org/std/Gating-ML/v2.0/gating"/>\n')
     record["gates_files"] = gates_dir_files
     # Panel read-outs that need no cohort model.
     record.update(_panel_readouts(tubes, gated, settings.panels))
-    _save_nk_events(outdir / "nk_events.npz", sample_id, tubes, gated, settings.panels)
-    save_pc_events(outdir / "pc_events.npz", pcs)  # empty for samples without marrow tubes
-    record["pc_events"] = "pc_events.npz" if pcs else None
+    _save_nk_events(outdir / SAMPLE_FILES.nk_events, sample_id, tubes, gated, settings.panels)
+    save_pc_events(outdir / SAMPLE_FILES.pc_events, pcs)  # empty for samples without marrow tubes
+    record["pc_events"] = SAMPLE_FILES.pc_events if pcs else None
     usable = set(gated) - {e["tube"] for e in record["errors"]}
     record["status"] = "failed" if not usable else ("partial" if record["errors"] else "ok")
-    with atomic_open(outdir / "stage1.json", "w") as fh:
+    with atomic_open(outdir / SAMPLE_FILES.stage1, "w") as fh:
         json.dump(record, fh, indent=1, default=json_default)
     return record
 
@@ -375,7 +376,7 @@ def finish_sample(stage1: Mapping, outdir: str | Path, settings: SampleSettings,
         pc=pc,
         mrd=mrd,
     )
-    return write_metrics(outdir / "metrics.json", metrics)
+    return write_metrics(outdir / SAMPLE_FILES.metrics, metrics)
 
 
 def _pc_and_mrd(stage1, counts, outdir, settings: SampleSettings, model: PCModel | None,

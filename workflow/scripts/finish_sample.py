@@ -1,4 +1,4 @@
-"""Rule sample_metrics: aberrant PCs, MRD call and metrics.json (mrdflow.sample.finish_sample)."""
+"""Rule finish_sample: aberrant PCs, MRD call and metrics.json (mrdflow.sample.finish_sample)."""
 
 import json
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Rule gate_sample: gate every tube of one sample (mrdflow.sample.analyse_sample)."""
+"""Rule analyse_sample: gate every tube of one sample (mrdflow.sample.analyse_sample)."""
 
 import os
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Rule pc_model: fit the cohort PC model on dask (mrdflow.clustering.fit_pc_model)."""
+"""Rule fit_pc_model: fit the cohort PC model on dask (mrdflow.clustering.fit_pc_model)."""
 
 from mrdflow.clustering import ClusteringSettings, fit_pc_model, load_reference
 from mrdflow.rules import setup
