@@ -21,7 +21,7 @@ include: "workflow/rules/cohort.smk"
 
 rule all:
     input:
-        "results/inventory.tsv",
+        INVENTORY_TSV,
         COHORT_SAMPLE_METRICS.sample_metrics,
         COHORT_TABLES.patients,
         COHORT_TABLES.associations,

@@ -104,7 +104,7 @@ rule cohort_plots:
 rule report:
     input:
         **ReportInputs(
-            inventory="results/inventory.tsv",
+            inventory=INVENTORY_TSV,
             samples=SAMPLE_SHEET,
             clinical=CLINICAL_SHEET,
             plots=expand(sample_file("plots"), sample=SAMPLES),

@@ -3,10 +3,10 @@ import os
 
 from mrdflow.config import read_clinical, read_samples, resolve_path, validate_config
 from mrdflow.panels import load_panels
-from mrdflow.sample import SAMPLE_FILES, sample_file  # a sample's files, named once (mrdflow.sample._outputs)
-
-#: the cohort PC model (rule fit_pc_model), read by finish_sample and cohort_anndata
-PC_MODEL = "results/cohort/pc_model.json"
+# Output files, each named once in its stage's package:
+from mrdflow.clustering import PC_MODEL_JSON as PC_MODEL  # the cohort PC model (rule fit_pc_model)
+from mrdflow.io import INVENTORY_TSV  # the FCS inventory (rule inventory)
+from mrdflow.sample import sample_file  # a sample's files (mrdflow.sample._outputs)
 
 config = validate_config(config, source="config")
 PANELS_DIR = resolve_path(config["panels_dir"])

@@ -6,7 +6,7 @@ rule inventory:
         samples=SAMPLE_SHEET,
         fcs=existing_fcs,
     output:
-        inventory="results/inventory.tsv",
+        inventory=INVENTORY_TSV,
     params:
         data_dir=DATA_DIR,
         panels_dir=PANELS_DIR,

@@ -25,6 +25,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "write_reference",
         ],
         "_model": [
+            "PC_MODEL_JSON",
             "ClusterLabel",
             "ClusteringSettings",
             "PCModel",

@@ -30,6 +30,7 @@ from ._events import BACKBONE, ClusteringError, PCEvents, load_pc_events
 from ._reference import NormalPCReference
 
 __all__ = [
+    "PC_MODEL_JSON",
     "ClusterLabel",
     "ClusteringSettings",
     "PCModel",
@@ -39,6 +40,9 @@ __all__ = [
     "map_events",
     "aberrant_events",
 ]
+
+#: The cohort PC model's file (rule ``fit_pc_model``), relative to the workflow's working directory.
+PC_MODEL_JSON = "results/cohort/pc_model.json"
 
 #: config ``clustering`` defaults, from the config schema (the one place a default is written)
 _CLUSTERING = schema_defaults("clustering")

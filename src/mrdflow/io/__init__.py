@@ -10,6 +10,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "_inventory": [
+            "INVENTORY_TSV",
             "InventoryRow",
             "inventory",
             "parse_fcs_date",

@@ -21,7 +21,10 @@ from mrdflow.errors import PanelError
 from mrdflow.io._header import FCSReadError, read_header
 from mrdflow.panels import Panel, resolve_panel
 
-__all__ = ["InventoryRow", "inventory", "parse_fcs_date", "sha256_file", "write_inventory"]
+__all__ = ["INVENTORY_TSV", "InventoryRow", "inventory", "parse_fcs_date", "sha256_file", "write_inventory"]
+
+#: The inventory's file (rule ``inventory``), relative to the workflow's working directory.
+INVENTORY_TSV = "results/inventory.tsv"
 
 STATUS_OK = "ok"
 STATUS_MISSING = "missing"
