@@ -22,7 +22,7 @@ class FCSSpec:
     values: np.ndarray
     version: str = "FCS3.1"
     datatype: str = "F"  # I, F, D or A
-    bits: list[int] | None = None  # $PnB per parameter (I: 8/16/32, A: characters)
+    bits: list[int] | None = None  # $PnB per parameter (I: 1 to 64 bits, A: characters)
     byteorder: str = "<"  # "<" -> $BYTEORD 1,2,3,4 ; ">" -> 4,3,2,1
     delimiter: str = "/"
     names: list[str] | None = None  # $PnN (default FL1..FLn)
@@ -46,6 +46,8 @@ def data_bytes(spec: FCSSpec) -> bytes:
     if spec.datatype == "D":
         return values.astype(order + "f8").tobytes()
     bits = spec.bits or [16] * p
+    if spec.datatype == "I" and any(b not in (8, 16, 32, 64) for b in bits):
+        return _odd_int_bytes(values, bits, order)
     if spec.datatype == "I":
         record = np.dtype([(f"p{j}", f"{order}u{b // 8}") for j, b in enumerate(bits)])
         rec = np.empty(n, dtype=record)
@@ -57,6 +59,33 @@ def data_bytes(spec: FCSSpec) -> bytes:
             "".join(f"{int(v):>{bits[j]}d}" for j, v in enumerate(row)) for row in values
         ).encode("ascii")
     raise ValueError(spec.datatype)
+
+
+def _odd_int_bytes(values: np.ndarray, bits: list[int], order: str) -> bytes:
+    """Integer DATA of any widths, built with Python integers (independent of numpy's types).
+
+    Whole-byte widths: each value as ``bits // 8`` bytes in the byte order.  Otherwise one bit
+    stream of all fields with no padding, most significant bit first for big-endian and least
+    significant first for little-endian (the layout that equals the byte order for whole bytes),
+    the last byte padded with zero bits.
+    """
+    cells = [(int(v), b) for row in values for v, b in zip(row, bits)]
+    if all(b % 8 == 0 for b in bits):
+        endian = "big" if order == ">" else "little"
+        return b"".join(v.to_bytes(b // 8, endian) for v, b in cells)
+    total = sum(b for _, b in cells)
+    n_bytes = (total + 7) // 8
+    stream, pos = 0, 0
+    for v, b in cells:
+        assert 0 <= v < 1 << b, (v, b)
+        if order == ">":
+            stream = (stream << b) | v
+        else:
+            stream |= v << pos
+        pos += b
+    if order == ">":
+        return (stream << (8 * n_bytes - total)).to_bytes(n_bytes, "big")
+    return stream.to_bytes(n_bytes, "little")
 
 
 def _text(spec: FCSSpec, pairs: dict[str, str]) -> bytes:

@@ -7,7 +7,9 @@ against ``workflow/schemas/metrics.schema.yaml``, which describes every field; a
 fails with a :class:`MetricsError` naming the file and the field.
 
 :class:`SampleMetrics` is the typed form: the specimen's identity and status, the per-tube errors
-(:class:`TubeError`) and QC (:class:`TubeQC`), and the read-out sections: ``pc``
+(:class:`TubeError`) and QC (:class:`TubeQC`, with each placed bound's evidence and the gates
+placement was unsure of, :class:`GateReview`), the read-outs resting on unsure gates
+(:class:`ReviewItem`), and the read-out sections: ``pc``
 (:class:`PCMetrics`), ``mrd`` (:class:`MRDMetrics`), ``nk`` and ``cart`` (the mappings of
 :class:`mrdflow.sample.NKMetrics` / :class:`mrdflow.sample.CARTMetrics`, checked by the schema).
 Its :meth:`SampleMetrics.as_dict` gives the JSON object with its keys in the file's order, so a file
@@ -27,10 +29,12 @@ from mrdflow.atomic import atomic_open
 from mrdflow.errors import MrdflowError
 
 __all__ = [
+    "GateReview",
     "MRDCall",
     "MRDMetrics",
     "MetricsError",
     "PCMetrics",
+    "ReviewItem",
     "SampleMetrics",
     "TubeError",
     "TubeQC",
@@ -55,6 +59,31 @@ class TubeError:
 
 
 @dataclass(frozen=True)
+class GateReview:
+    """A gate placement was unsure of, and why (one line naming the gate and the cause)."""
+
+    gate: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"gate": self.gate, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """A read-out (e.g. ``PC %``, ``MRD call``) that rests on an unsure gate of a tube: its value is
+    reported, marked for review; ``reason`` is the gate's."""
+
+    readout: str
+    gate: str
+    tube: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"readout": self.readout, "gate": self.gate, "tube": self.tube, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class TubeQC:
     """One gated tube's panel and pre-analytical QC.
 
@@ -63,6 +92,11 @@ class TubeQC:
     ranges in the file's Time units; time_reasons: why each was removed. flow_rate_failed: time QC
     removed more than allowed. nonfinite_events: events with NaN/inf values. placement_events: only
     for a streamed tube, the events its gates were placed on (absent from the file otherwise).
+    gates: per placed gate, each placed bound's evidence (gate id -> bound key such as ``CD38.min``
+    -> the fields of :class:`mrdflow.gating.BoundEvidence`: method, value, window, distance to the
+    window's edges, valley depth or prominence, density at the cut relative to the parent's peak,
+    fallback, sure, reason). gate_review: the gates placement was unsure of. Both None (absent
+    from the file) in files written before placement recorded them.
     """
 
     panel: str
@@ -77,12 +111,18 @@ class TubeQC:
     flow_rate_failed: bool
     nonfinite_events: int
     placement_events: int | None = None
+    gates: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
+    gate_review: tuple[GateReview, ...] | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TubeQC:
         kw = dict(d)
         kw["time_segments"] = tuple(tuple(s) for s in kw["time_segments"])
         kw["time_reasons"] = tuple(kw["time_reasons"])
+        if "gates" in kw:
+            kw["gates"] = {g: {b: dict(e) for b, e in bounds.items()} for g, bounds in kw["gates"].items()}
+        if "gate_review" in kw:
+            kw["gate_review"] = tuple(GateReview(r["gate"], r["reason"]) for r in kw["gate_review"])
         return cls(**kw)
 
     def as_dict(self) -> dict:
@@ -91,6 +131,13 @@ class TubeQC:
         d["time_reasons"] = list(self.time_reasons)
         if self.placement_events is None:
             del d["placement_events"]
+        for key in ("gates", "gate_review"):
+            if d[key] is None:
+                del d[key]
+        if self.gates is not None:
+            d["gates"] = {g: {b: dict(e) for b, e in bounds.items()} for g, bounds in self.gates.items()}
+        if self.gate_review is not None:
+            d["gate_review"] = [r.as_dict() for r in self.gate_review]
         return d
 
 
@@ -100,7 +147,9 @@ class PCMetrics:
 
     The aberrant counts need the cohort PC model and are None without it; so are percentages of
     zero cells. aberrant_light_chain: ``kappa``, ``lambda``, ``polytypic`` or ``""`` (no κ/λ
-    events); aberrant_by_tube: aberrant PC events per tube.
+    events); aberrant_by_tube: aberrant PC events per tube. review_needed: a gate these counts rest
+    on was unsure (the values stay, marked); review_reason: which gate of which tube, and why (both
+    None, absent from the file, in files written before gate review existed).
     """
 
     n_nucleated: int
@@ -115,6 +164,8 @@ class PCMetrics:
     pc_kappa_lambda_ratio: float | None
     aberrant_light_chain: str
     aberrant_by_tube: Mapping[str, int]
+    review_needed: bool | None = None
+    review_reason: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PCMetrics:
@@ -123,7 +174,7 @@ class PCMetrics:
     def as_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["aberrant_by_tube"] = dict(self.aberrant_by_tube)
-        return d
+        return _drop_unrecorded(d)
 
 
 @dataclass(frozen=True)
@@ -153,7 +204,10 @@ class MRDCall:
 class MRDMetrics:
     """The MRD section: the status and its reason, the call's figures (``call``; None without the
     cohort PC model, when the status is ``not_evaluable``) and the hemodilution flag with the
-    marrow-only populations as % of nucleated cells (empty when tube 1 was not analysed)."""
+    marrow-only populations as % of nucleated cells (empty when tube 1 was not analysed).
+    review_needed: a gate the call rests on was unsure (the call stands, marked); review_reason:
+    which gate of which tube, and why (both None, absent from the file, in files written before
+    gate review existed)."""
 
     mrd_status: str
     mrd_reason: str
@@ -161,6 +215,8 @@ class MRDMetrics:
     hemodilution_reason: str
     hemodilution_pct: Mapping[str, float]
     call: MRDCall | None = None
+    review_needed: bool | None = None
+    review_reason: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MRDMetrics:
@@ -169,10 +225,12 @@ class MRDMetrics:
             kw = {f.name: d[f.name] for f in fields(MRDCall)}
             call = MRDCall(**{**kw, "tubes_used": tuple(kw["tubes_used"])})
         return cls(d["mrd_status"], d["mrd_reason"], d["hemodilution"], d["hemodilution_reason"],
-                   dict(d["hemodilution_pct"]), call)
+                   dict(d["hemodilution_pct"]), call, d.get("review_needed"), d.get("review_reason"))
 
     def as_dict(self) -> dict:
-        d: dict[str, Any] = {"mrd_status": self.mrd_status, "mrd_reason": self.mrd_reason}
+        d: dict[str, Any] = _drop_unrecorded({"mrd_status": self.mrd_status, "mrd_reason": self.mrd_reason,
+                                              "review_needed": self.review_needed,
+                                              "review_reason": self.review_reason})
         if self.call is not None:
             d.update(self.call.as_dict())
         d["hemodilution"] = self.hemodilution
@@ -185,9 +243,12 @@ class MRDMetrics:
 class SampleMetrics:
     """One specimen draw's ``metrics.json``.
 
-    Identity from the sample sheet (``day``: days since ``infusion``); status ``ok``, ``partial``
-    (some tubes in ``errors``) or ``failed``; ``tubes``: QC per gated tube. The read-out sections
-    are None when the sample has no usable tube whose panel feeds them.
+    Identity from the sample sheet (``day``: days since ``infusion``); status ``ok``, ``review``
+    (every tube usable, but read-outs rest on unsure gates: ``review_needed``), ``partial`` (some
+    tubes in ``errors``) or ``failed``; ``review_needed``: the read-outs on unsure gates (also when
+    the status is ``partial``; None, absent from the file, in files written before gate review
+    existed); ``tubes``: QC per gated tube. The read-out sections are None when
+    the sample has no usable tube whose panel feeds them.
     """
 
     sample_id: str
@@ -198,6 +259,7 @@ class SampleMetrics:
     infusion: int
     status: str
     errors: tuple[TubeError, ...] = ()
+    review_needed: tuple[ReviewItem, ...] | None = None
     tubes: Mapping[str, TubeQC] = field(default_factory=dict)
     nk: Mapping[str, Any] | None = None
     cart: Mapping[str, Any] | None = None
@@ -211,6 +273,8 @@ class SampleMetrics:
         return cls(
             **ident,
             errors=tuple(TubeError(e["tube"], e["error"]) for e in d["errors"]),
+            review_needed=(tuple(ReviewItem(r["readout"], r["gate"], r["tube"], r["reason"])
+                                 for r in d["review_needed"]) if "review_needed" in d else None),
             tubes={t: TubeQC.from_dict(q) for t, q in d["tubes"].items()},
             nk=dict(d["nk"]) if "nk" in d else None,
             cart=dict(d["cart"]) if "cart" in d else None,
@@ -223,6 +287,8 @@ class SampleMetrics:
         d: dict[str, Any] = {k: getattr(self, k) for k in
                              ("sample_id", "patient_id", "specimen", "visit", "day", "infusion", "status")}
         d["errors"] = [{"tube": e.tube, "error": e.error} for e in self.errors]
+        if self.review_needed is not None:
+            d["review_needed"] = [r.as_dict() for r in self.review_needed]
         d["tubes"] = {t: q.as_dict() for t, q in self.tubes.items()}
         for key in ("nk", "cart"):
             section = getattr(self, key)
@@ -233,6 +299,15 @@ class SampleMetrics:
         if self.mrd is not None:
             d["mrd"] = self.mrd.as_dict()
         return d
+
+
+def _drop_unrecorded(d: dict) -> dict:
+    """``d`` without ``review_needed``/``review_reason`` when they are None: a file written before
+    gate review existed, read and written again byte for byte."""
+    for key in ("review_needed", "review_reason"):
+        if d[key] is None:
+            del d[key]
+    return d
 
 
 @functools.cache
@@ -294,10 +369,11 @@ def read_metrics(path: str | Path) -> SampleMetrics:
 
 def flatten_metrics(m: Mapping, prefix: str = "") -> dict:
     """One flat row of a metrics.json object for the cohort table (nested keys joined by '_';
-    lists joined by ';'; ``errors`` as "tube: error | ..."; ``time_qc_flags`` as "tube:segments;...")."""
+    lists joined by ';'; ``errors`` as "tube: error | ..."; ``time_qc_flags`` as "tube:segments;...";
+    ``review_needed`` as "read-out (tube gate: reason) | ..."; ``gate_review`` as "tube:gate;...")."""
     out: dict[str, Any] = {}
     for k, v in m.items():
-        if k in ("tubes", "errors"):
+        if not prefix and k in ("tubes", "errors", "review_needed"):
             continue
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
@@ -311,4 +387,7 @@ def flatten_metrics(m: Mapping, prefix: str = "") -> dict:
         tubes = m.get("tubes") or {}
         out["time_qc_flags"] = ";".join(f"{t}:{len(q.get('time_segments', []))}" for t, q in tubes.items()
                                         if q.get("time_segments"))
+        out["review_needed"] = " | ".join(f"{r['readout']} ({r['tube']} {r['gate']}: {r['reason']})"
+                                          for r in m.get("review_needed", []))
+        out["gate_review"] = ";".join(f"{t}:{r['gate']}" for t, q in tubes.items() for r in q.get("gate_review", []))
     return out

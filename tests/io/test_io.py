@@ -277,7 +277,7 @@ SPEC_ERRORS = [  # (file name, FCSSpec knobs, word the cause must contain)
     ("nopnb.fcs", dict(keywords={"$P3B": None}), "$P3B"),
     ("badtot.fcs", dict(keywords={"$TOT": "ten"}), "$TOT"),
     ("pdp.fcs", dict(keywords={"$BYTEORD": "3,4,1,2"}), "$BYTEORD"),
-    ("b12.fcs", dict(datatype="I", bits=[12, 16, 16, 16]), "12 bits"),
+    ("b65.fcs", dict(datatype="I", bits=[16] * 4, keywords={"$P1B": "65"}), "65 bits"),  # 1-64 read
     ("hist.fcs", dict(keywords={"$MODE": "U"}), "$MODE"),
     ("long.fcs", dict(end_shift=4000), "beyond end of file"),
     ("cut.fcs", dict(truncate=7), "truncated"),

@@ -37,6 +37,8 @@ SOFTWARE = ("mrdflow", "numpy", "pandas", "flowkit", "snakemake", "scikit-learn"
 
 _QC_NAME = re.compile(r"qc|flag|removed|failed|hemodilution$", re.I)
 _QC_SKIP = {"sample_id", "patient_id", "specimen", "visit", "day", "infusion", "status", "errors"}
+#: Sample statuses with every tube analysed (``review``: read-outs on unsure gates, listed apart).
+_NOT_FAILED = ("ok", "review")
 
 
 def _sec_qc(inp: ReportData) -> str:
@@ -47,7 +49,8 @@ def _sec_qc(inp: ReportData) -> str:
         out.append(_not_available(inp.label("sample_metrics")))
     else:
         sm = _sorted(sm, ["sample_id"])
-        bad = sm[sm["status"].fillna(NA).astype(str) != "ok"] if "status" in sm.columns else sm.iloc[0:0]
+        status = sm["status"].fillna(NA).astype(str) if "status" in sm.columns else None
+        bad = sm[~status.isin(_NOT_FAILED)] if status is not None else sm.iloc[0:0]
         if bad.empty:
             out.append(f"<p>All {len(sm)} samples were analysed without errors.</p>")
         else:
@@ -73,6 +76,7 @@ def _sec_qc(inp: ReportData) -> str:
             out.append(f"<p>{len(flagged)} of {len(sm)} samples carry at least one QC flag (flow-rate/time "
                        "anomalies removed, failed tubes, hemodilution).</p>")
             out.append(_table(["Sample", "Status"] + shown, rows))
+    out.append(_sec_review(inp))
     out.append("<h3>Missing read-outs per patient</h3>")
     p = inp["patients"]
     if p is None:
@@ -101,6 +105,53 @@ def _sec_qc(inp: ReportData) -> str:
             out.append(f'<p>{k} input file(s) were missing or unreadable: see '
                        '<a href="#failed-files">Failed or unreadable files</a>.</p>')
     return "\n".join(out)
+
+
+def _sec_review(inp: ReportData) -> str:
+    """Every sample with read-outs on unsure gates, the read-outs and why, and a link to the gating
+    plot of each unsure gate (``<sample>/plots/<tube>/<NN>_<gate>.png``)."""
+    out = ["<h3>Read-outs to review (unsure gates)</h3>"]
+    sm = inp["sample_metrics"]
+    if sm is None:
+        return "\n".join(out)
+    if "review_needed" not in sm.columns:
+        out.append("<p>The sample table has no review_needed column.</p>")
+        return "\n".join(out)
+    sm = _sorted(sm, ["sample_id"])
+    flagged = [r for r in sm.to_dict("records") if _truthy(r.get("review_needed"))]
+    if not flagged:
+        out.append("<p>Every gate was placed surely: no read-out needs review.</p>")
+        return "\n".join(out)
+    folders = {Path(d).parent.name: Path(d) for d in inp.inputs.plots}
+    base = Path(os.path.abspath(inp.out_dir))
+    rows = []
+    for r in flagged:
+        items = [s.strip() for s in str(r["review_needed"]).split(" | ") if s.strip()]
+        plots = [_gate_plot_link(folders.get(_text(r.get("sample_id"))), tube_gate, base)
+                 for tube_gate in _text(r.get("gate_review")).split(";") if tube_gate]
+        rows.append([r.get("sample_id"), _status(r.get("status")),
+                     Raw("<ul>" + "".join(f"<li>{html.escape(_scrub(s))}</li>" for s in items) + "</ul>"),
+                     Raw("<br>".join(plots)) if plots else None])
+    out.append(f"<p>{len(flagged)} of {len(sm)} samples have read-outs resting on a gate whose placement was "
+               "unsure (a bound on its search window's edge, a cut through a dense population, or a population "
+               "missing). Their values are reported and marked; check the gate's plot before using them.</p>")
+    out.append(_table(["Sample", "Status", "Read-outs to review (tube, gate: why)", "Gating plot"], rows))
+    return "\n".join(out)
+
+
+def _gate_plot_link(folder: Path | None, tube_gate: str, base: Path) -> str:
+    """A link to the plot of ``tube:gate`` in a sample's plots folder (HTML), or the gate's name
+    with 'no plot' when the folder has none."""
+    from mrdflow.sample import plot_file_name
+
+    tube, _, gate = tube_gate.rpartition(":")
+    label = html.escape(f"{tube} {gate}")
+    suffix = plot_file_name(0, gate)[2:]  # "_<gate>.png": the step number before it is the tube's own
+    hits = sorted(p for p in (folder / tube).glob("*" + suffix) if p.name[:-len(suffix)].isdigit()) \
+        if folder is not None and (folder / tube).is_dir() else []
+    if not hits:
+        return f'{label} <span class="na">(no plot)</span>'
+    return f'<a href="{html.escape(_href(Path(os.path.abspath(hits[0])), base))}">{label}</a>'
 
 
 def _sec_gating(inp: ReportData, out_dir: Path) -> str:

@@ -32,6 +32,7 @@ table.table1 caption{text-align:left;font-weight:600;padding-bottom:4px}
 table.table1 tr.head td{font-weight:600;background:#f0f2f5}table.table1 td.cat{padding-left:22px}
 .src{color:#777;font-size:11px}
 table.kv th{width:320px}.status-failed{color:#b00020;font-weight:600}.status-partial{color:#a15c00;font-weight:600}
+.status-review{color:#a15c00;font-weight:600}
 .mrd-positive{color:#b00020;font-weight:600}.mrd-negative{color:#1b6e2e;font-weight:600}
 figure{margin:12px 0 22px;page-break-inside:avoid}figure img{max-width:100%;height:auto;border:1px solid #ddd}
 figcaption{font-size:13px;color:#333;margin-top:4px}

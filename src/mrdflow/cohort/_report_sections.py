@@ -200,8 +200,9 @@ def _sec_mrd(inp: ReportData, required: float | None) -> str:
     spec = [("patient_id", "Patient"), ("sample_id", "Sample"), ("visit", "Visit"), ("day", "Day"),
             ("mrd_status", "Status"), ("mrd_level", "MRD level (fraction)"), ("sensitivity", "Sensitivity"),
             ("n_nucleated", "Nucleated cells"), ("n_aberrant_pc", "Aberrant PCs"), ("hemodilution", "Hemodilution"),
-            ("pc_pct", "PC % of nucleated"), ("reason", "Reason")]
-    spec = [s for s in spec if s[0] in m.columns]
+            ("pc_pct", "PC % of nucleated"), ("reason", "Reason"), ("review", "Review (unsure gate)")]
+    # the review column only when a call rests on an unsure gate (see the QC section's read-outs to review)
+    spec = [s for s in spec if s[0] in m.columns and (s[0] != "review" or any(_truthy(v) for v in m["review"]))]
     fmts: dict[str, Callable[[Any], Any]] = {"mrd_level": sci, "sensitivity": lambda v: _sensitivity(v, required),
                                              "n_nucleated": integer, "n_aberrant_pc": integer, "pc_pct": _fixed(2)}
     rows = []

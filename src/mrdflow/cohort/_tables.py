@@ -26,7 +26,7 @@ __all__ = ["CohortTables", "add_derived", "build_patients", "load_metrics", "rea
            "sample_metrics_rows", "table1", "write_cohort", "write_table", "write_tsv"]
 
 #: Columns that lead the sample table, in this order; the rest follow alphabetically.
-LEADING = ["sample_id", "patient_id", "specimen", "visit", "day", "infusion", "status", "errors",
+LEADING = ["sample_id", "patient_id", "specimen", "visit", "day", "infusion", "status", "errors", "review_needed",
            "pc_pc_pct", "pc_aberrant_pc_pct", "mrd_mrd_status", "mrd_mrd_level", "mrd_sensitivity",
            "mrd_n_nucleated", "mrd_n_aberrant_pc", "mrd_hemodilution", "nk_nkg2a_pct", "cart_cells_per_ul"]
 
@@ -118,6 +118,7 @@ def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart
                 "cells_per_ul": c.get("cells_per_ul"), "car_pct_cd3": c.get("car_pct_cd3"),
                 "cells_per_ul_ci95_low": c.get("cells_per_ul_ci95_low"),
                 "cells_per_ul_ci95_high": c.get("cells_per_ul_ci95_high"),
+                "review": _review(m, CART_REVIEW),
             })
         if "mrd" in m:
             mrd_rows.append({
@@ -127,15 +128,15 @@ def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart
                 "mrd_level": _get(m, "mrd", "mrd_level"), "sensitivity": _get(m, "mrd", "sensitivity"),
                 "n_nucleated": _get(m, "mrd", "n_nucleated"), "n_aberrant_pc": _get(m, "mrd", "n_aberrant_pc"),
                 "hemodilution": _get(m, "mrd", "hemodilution"), "reason": _get(m, "mrd", "mrd_reason"),
-                "pc_pct": _get(m, "pc", "pc_pct"),
+                "pc_pct": _get(m, "pc", "pc_pct"), "review": _review(m, MRD_REVIEW),
             })
     kin = pd.DataFrame(kin_rows, columns=["patient_id", "infusion", "day", "day_since_infusion1", "sample_id",
                                           "cells_per_ul", "car_pct_cd3", "cells_per_ul_ci95_low",
-                                          "cells_per_ul_ci95_high"])
+                                          "cells_per_ul_ci95_high", "review"])
     kin = kin.sort_values(["patient_id", "infusion", "day"], kind="stable").reset_index(drop=True)
     mrd = pd.DataFrame(mrd_rows, columns=["patient_id", "sample_id", "visit", "day", "day_since_infusion1", "infusion",
                                           "mrd_status", "mrd_level", "sensitivity", "n_nucleated", "n_aberrant_pc",
-                                          "hemodilution", "reason", "pc_pct"])
+                                          "hemodilution", "reason", "pc_pct", "review"])
     for c in clinical:
         pid = c["patient_id"]
         row: dict[str, Any] = dict(c)
@@ -168,6 +169,8 @@ def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart
             row[f"cart_car_pct_cd3_peak{sfx}"] = None if peak is None else peak["car_pct_cd3"]
             row[f"cart_n_samples{sfx}"] = k.n_points
         row["missing_readouts"] = _missing_readouts(metrics, pid, row)
+        row["review_needed"] = _review_needed(metrics, pid, {"baseline PC %": bm0, "baseline NKG2A %": nk0,
+                                                             "week-4 MRD": w4})
         rows.append(row)
     patients = add_derived(pd.DataFrame(rows))
     return CohortTables(patients, kin, mrd)
@@ -197,6 +200,33 @@ def _missing_readouts(metrics: Sequence[dict], patient: str, row: Mapping) -> st
             errs = "; ".join(f"{e.get('tube')}: {e.get('error')}" for e in m.get("errors", []))
             why.append(f"{m['sample_id']} {m.get('status', '?')}" + (f" ({errs})" if errs else ""))
         out.append(f"{what}: " + ", ".join(why))
+    return " | ".join(out)
+
+
+#: The sample's ``review_needed`` read-outs (names as mrdflow.sample writes them) behind each cohort
+#: read-out: baseline PC % (and aberrant PC %), baseline NKG2A %, the week-4 MRD call, CAR-T counts.
+PC_REVIEW = ("PC %", "aberrant PCs")
+NK_REVIEW = ("NKG2A %",)
+MRD_REVIEW = ("MRD call",)
+CART_REVIEW = ("CAR-T cells/µL",)
+_PATIENT_REVIEW = {"baseline PC %": PC_REVIEW, "baseline NKG2A %": NK_REVIEW, "week-4 MRD": MRD_REVIEW}
+
+
+def _review(m: Mapping, readouts: Sequence[str]) -> str:
+    """Why the sample's read-outs named in ``readouts`` need review, e.g. 'MRD call: ngf1 PC (CD38.min
+    on its window edge)'; '' when none does."""
+    return "; ".join(f"{r['readout']}: {r['tube']} {r['gate']} ({r['reason']})"
+                     for r in m.get("review_needed", ()) if r["readout"] in readouts)
+
+
+def _review_needed(metrics: Sequence[dict], patient: str, picked: Mapping[str, dict | None]) -> str:
+    """The patient's read-outs (as ``missing_readouts`` names them) that rest on unsure gates, with
+    the sample and why ('' when none), e.g. 'baseline PC %: PT01_BM_baseline PC %: ngf1 PC (...)'.
+    CAR-T kinetics: every CAR-T sample of the patient whose count needs review."""
+    out = [f"{what}: {m['sample_id']} {why}" for what, m in picked.items() if m is not None
+           for why in [_review(m, _PATIENT_REVIEW[what])] if why]
+    out += [f"CAR-T kinetics: {m['sample_id']} {why}" for m in metrics
+            if m["patient_id"] == patient and "cart" in m for why in [_review(m, CART_REVIEW)] if why]
     return " | ".join(out)
 
 

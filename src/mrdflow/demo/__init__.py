@@ -18,7 +18,15 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "NUCLEATED_EXCLUDE",
         ],
         "_instrument": [
+            "INSTRUMENTS",
+            "Instrument",
+            "instrument_for",
+            "marker_shifts",
             "spillover_matrix",
+        ],
+        "_biology": [
+            "BIOLOGIES",
+            "effective_patient",
         ],
         "_planted": [
             "cart_concentration",

@@ -68,6 +68,8 @@ def _bm_counts(p: Mapping, visit: str, n_total: int, tube: str) -> tuple[dict[st
             normal[k] *= 1 - h
         for k in ("t_cell", "nk_cell", "b_mature", "monocyte"):
             normal[k] *= 1 + 2 * h
+    if "nk_factor" in p:  # a biology with fewer NK cells (e.g. after anti-CD38 antibodies)
+        normal["nk_cell"] *= float(p["nk_factor"])
     kappa_share = float(p.get("normal_kappa_share", 0.63))
     planted: dict[str, Any] = {}
     if visit == "baseline":
@@ -96,6 +98,8 @@ def _bm_counts(p: Mapping, visit: str, n_total: int, tube: str) -> tuple[dict[st
     counts["pc_normal_lambda"] = n_norm_pc - nk_pc
     counts["pc_aberrant"] = n_ab
     planted["normal_pc_kappa_share"] = kappa_share
+    if "nk_factor" in p:
+        planted["nk_factor"] = float(p["nk_factor"])
     return counts, planted
 
 
@@ -152,6 +156,8 @@ def _cart_counts(p: Mapping, design: Mapping, row: Mapping, n_target: int,
     conc = cart_concentration(day, kin) if kin else 0.0
     abs_day = day + int(inf.get("day", 0))
     host = _host_blood(abs_day, {**design.get("host_blood", {}), **p.get("host_blood", {})})
+    if "nk_factor" in p:  # a biology with fewer NK cells (e.g. after anti-CD38 antibodies)
+        host["nk"] *= float(p["nk_factor"])
     beads = float(row.get("beads_per_tube") or 50000)
     vol = float(row.get("blood_volume_ul") or 50)
     cd4 = float(p.get("cd4_share_t", 0.6))

@@ -88,6 +88,11 @@ ABERRANT_LEVELS = {
     "CD27": {"neg": None, "dim": (600, 0.3), "pos": (4000, 0.25)},
     "CD81": {"neg": None, "dim": (600, 0.3), "pos": (4000, 0.25)},
     "CD19": {"neg": None, "dim": (600, 0.3), "pos": (2500, 0.25)},
+    # CD38 is bright on every plasma cell (pc_aberrant's own level, used when a design sets no
+    # CD38); "dim" is the clone after anti-CD38 antibodies: its median sits at the upper edge of
+    # the CD38-negative populations (neutrophils 350 and erythroblasts 600 with sd 0.3 decades:
+    # their 99th percentiles plus autofluorescence reach ~2000-3000), below monocytes and NK cells.
+    "CD38": {"neg": None, "dim": (2500, 0.2), "pos": (50000, 0.2)},
 }
 DEFAULT_ABERRANT = {"CD56": "pos", "CD117": "neg", "CD45": "dim", "CD27": "dim", "CD81": "dim",
                     "CD19": "neg"}

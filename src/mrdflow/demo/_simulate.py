@@ -1,4 +1,7 @@
-"""Cohort simulator: BD-style (FACSCanto/FACSLyric-like) FCS tubes with planted, saved truths.
+"""Cohort simulator: FCS tubes with planted, saved truths, from a BD FACSCanto-like instrument
+(the default) or another lab's Beckman-like one (the design's ``instrument:``, see
+:mod:`mrdflow.demo._instrument`), with today's biology or a profile (the design's ``biology:``,
+see :mod:`mrdflow.demo._biology`).
 
 Every tube listed in a sample sheet is generated from a design file (planted truths per patient)
 and written as FCS 3.1 with, beside it, ``<name>.labels.npz`` (per-event uint8 population labels,
@@ -42,6 +45,7 @@ import numpy as np
 
 from mrdflow.io import format_spillover, write_fcs
 
+from ._biology import effective_patient
 from ._design import (
     _REPO,
     PANELS_DIR,
@@ -54,7 +58,7 @@ from ._design import (
     write_samples_tsv,
 )
 from ._events import _chunks, _event_times, _make_ctx
-from ._instrument import _VOLTAGES, PNR, TIMESTEP, spillover_matrix
+from ._instrument import TIMESTEP, Instrument, instrument_for, spillover_matrix
 from ._planted import _bm_counts, _cart_counts, _n_events, _nk_counts, cart_concentration
 from ._populations import (
     _KIND,
@@ -92,6 +96,8 @@ def _seed_seq(seed: int, sample_id: str, tube: str) -> np.random.SeedSequence:
 def _fingerprint(row: Mapping, p: Mapping, design: Mapping, seed: int, scale: float) -> str:
     keep = {k: design.get(k) for k in ("events", "schedule", "cart_tube", "host_blood",
                                        "instrument", "clog_files")}
+    if "biology" in design:  # only where a design has one: today's fingerprints stay as they were
+        keep["biology"] = design["biology"]
     blob = json.dumps({"v": SIM_VERSION, "row": {k: str(row.get(k, "")) for k in SAMPLE_COLUMNS},
                        "patient": p, "design": keep, "seed": seed, "scale": scale},
                       sort_keys=True, default=str)
@@ -166,21 +172,23 @@ def _hms(s: int) -> str:
     return f"{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def _fcs_text(row: Mapping, p: Mapping, design: Mapping, panel: _Panel, spill: np.ndarray,
+def _fcs_text(row: Mapping, p: Mapping, instrument: Instrument, panel: _Panel, spill: np.ndarray,
               unstained: Sequence[str], times: np.ndarray,
               rng: np.random.Generator) -> tuple[list[str], list[str | None], dict[str, Any], float]:
     """The FCS file's $PnN and $PnS names, its TEXT keywords, and the acquisition time (s)."""
     n = times.shape[0]
-    inst = {"cyt": "FACSCanto II", "cytsn": "V33896201", "inst": "Core flow lab (simulated)",
-            **(design.get("instrument") or {})}
+    inst = instrument.text
     date = _date(p, row)
     btim_s = int(rng.uniform(8.5, 16.5) * 3600)
     dur = float(times[-1]) * TIMESTEP if n else 0.0
     etim_s = btim_s + int(math.ceil(dur))
-    pnn = ["FSC-A", "FSC-H", "SSC-A", *panel.detectors, "Time"]
+    detectors = [instrument.detector(f, d) for f, d in zip(panel.fluors, panel.detectors)]
+    fsc_a, fsc_h, ssc_a, time_name = instrument.scatter_names
+    pnn = [fsc_a, fsc_h, ssc_a, *detectors, time_name]
     pns: list[str | None] = [None, None, None]
     for m, f in zip(panel.markers, panel.fluors):
-        pns.append(None if m in unstained else f"{m} {f}")
+        blank = m in unstained or m in instrument.blank_pns
+        pns.append(None if blank else f"{m} {instrument.reagent(f)}")
     pns.append(None)
     meta: dict[str, Any] = {
         "$CYT": inst["cyt"], "$CYTSN": inst["cytsn"], "$INST": inst["inst"],
@@ -188,14 +196,12 @@ def _fcs_text(row: Mapping, p: Mapping, design: Mapping, panel: _Panel, spill: n
         "$DATE": date.strftime("%d-%b-%Y").upper(), "$BTIM": _hms(btim_s), "$ETIM": _hms(etim_s),
         "$TIMESTEP": f"{TIMESTEP}", "$SRC": row["sample_id"], "$FIL": Path(row["fcs"]).name,
         "TUBE NAME": row["tube"], "EXPERIMENT NAME": f"CT0596 {row['panel']}",
-        "$SPILLOVER": format_spillover(panel.detectors, spill),
+        "$SPILLOVER": format_spillover(detectors, spill),
         "$ABRT": "0", "$LOST": "0",
     }
-    for i, name in enumerate(pnn, start=1):
-        key = "FSC" if name.startswith("FSC") else "SSC" if name.startswith("SSC") else None
-        if name == "Time":
-            continue
-        v = _VOLTAGES.get(key) if key else _VOLTAGES.get(panel.fluors[i - 4])
+    for i in range(1, len(pnn)):  # every parameter but Time (the last)
+        key = "FSC" if i <= 2 else "SSC" if i == 3 else panel.fluors[i - 4]
+        v = instrument.voltage(key)
         if v:
             meta[f"$P{i}V"] = str(v)
     return pnn, pns, meta, dur
@@ -224,12 +230,14 @@ def simulate_file(row: Mapping, design: Mapping, outdir: str | os.PathLike, seed
     t_start = _time.perf_counter()
     panel = _load_panel(row["panel"], Path(design.get("panels_dir", PANELS_DIR)))
     kind = _KIND[row["panel"]]
+    inst = instrument_for(design)
+    p = effective_patient(design, pid, p)  # the biology's defaults where the patient sets none
     main_seed, chunk_root = _seed_seq(seed, row["sample_id"], row["tube"]).spawn(2)
     rng = np.random.default_rng(main_seed)
     counts, planted = _counts(kind, p, design, row, _n_events(design, row, p, events_scale), rng)
     names = POPULATIONS[kind]
     unstained = _unstained(row)
-    ctx = _make_ctx(panel, kind, counts, _specs_for(kind, p, row["tube"]), unstained)
+    ctx = _make_ctx(panel, kind, counts, _specs_for(kind, p, row["tube"]), unstained, inst)
 
     labels = np.repeat(np.arange(len(names), dtype=np.uint8), [counts[n] for n in names])
     rng.shuffle(labels)
@@ -239,12 +247,12 @@ def simulate_file(row: Mapping, design: Mapping, outdir: str | os.PathLike, seed
     clog_mask = np.zeros(n, dtype=bool)
     if clog is not None:
         clog_mask[clog[0]:clog[1]] = True
-    pnn, pns, meta, dur = _fcs_text(row, p, design, panel, ctx.spill, unstained, times, rng)
+    pnn, pns, meta, dur = _fcs_text(row, p, inst, panel, ctx.spill, unstained, times, rng)
 
     seeds = chunk_root.spawn(max(1, math.ceil(n / CHUNK)))
     fcs.parent.mkdir(parents=True, exist_ok=True)
-    t_range = max(PNR, 2 ** math.ceil(math.log2(float(times[-1]) + 2)))  # Time may outrun 2^18
-    pnr = [PNR] * (len(pnn) - 1) + [t_range]
+    t_range = max(inst.pnr, 2 ** math.ceil(math.log2(float(times[-1]) + 2)))  # Time may outrun it
+    pnr = [inst.pnr] * (len(pnn) - 1) + [t_range]
     write_fcs(fcs, _chunks(ctx, labels, times, clog, seeds, CHUNK), pnn, pns, meta, pnr=pnr)
 
     tmp = labels_path.with_name("." + labels_path.name + ".part.npz")
@@ -255,6 +263,7 @@ def simulate_file(row: Mapping, design: Mapping, outdir: str | os.PathLike, seed
     provenance = {"seed": int(seed), "events_scale": float(events_scale),
                   "simulator_version": SIM_VERSION, "fingerprint": fp}
     truth = _truth(row, p, kind, real, planted, unstained, clog, times, dur, provenance)
+    truth.update(_profiles_truth(inst, panel, p))
     truth["seconds_to_simulate"] = round(_time.perf_counter() - t_start, 3)
     tmp = truth_path.with_name("." + truth_path.name + ".part")
     tmp.write_text(json.dumps(truth, indent=1, default=float))
@@ -295,6 +304,24 @@ def _truth(row: Mapping, p: Mapping, kind: str, real: Mapping[str, int], planted
     else:
         truth.update(_cart_truth(real, planted))
     return truth
+
+
+def _profiles_truth(inst: Instrument, panel: _Panel, p: Mapping) -> dict[str, Any]:
+    """The instrument and biology a tube was simulated with, where they are not today's
+    (``bd`` and ``default`` tubes carry neither key): profile names, the per-marker position
+    shifts (decades), $PnR, the $PnN per marker and the biology knobs in force."""
+    out: dict[str, Any] = {}
+    if inst.name != "bd":
+        out["instrument"] = {
+            "profile": inst.name, "pnr": inst.pnr, "scatter_gain": inst.scatter_gain,
+            "fluorescence_gain": inst.fluor_gain, "marker_shift_log10": inst.shifts(panel.markers),
+            "detectors": {m: inst.detector(f, d) for m, f, d in
+                          zip(panel.markers, panel.fluors, panel.detectors)},
+            "blank_pns": [m for m in panel.markers if m in inst.blank_pns],
+        }
+    if "biology" in p:
+        out["biology"] = dict(p["biology"])
+    return out
 
 
 def _bm_truth(row: Mapping, p: Mapping, real: Mapping[str, int], nucleated: int) -> dict[str, Any]:

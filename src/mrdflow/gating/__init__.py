@@ -5,7 +5,9 @@ A tube is opened with :func:`open_tube` (header, panel, compensation) and gated 
 :func:`gate_tube` (:meth:`OpenTube.view` reads its events) or :func:`gate_tube_streamed`. Gates are
 placed by the methods of two tables: :data:`GATE_PLACERS` (gate-level methods such as the time QC,
 and the template gate kinds) and :data:`BOUND_METHODS` (a rectangle bound: valley, tail, gmm, fmo,
-fixed); a template's ``method:`` names an entry.
+fixed, populations, above_negative); a template's ``method:`` names an entry. Every placed bound
+records its :class:`BoundEvidence`; an uncertain gate names why in ``GateStep.review``
+(``TubeGating.reviews()``).
 
 A library, not a stage: :mod:`mrdflow.sample` uses it. Importing this package is cheap; FlowKit is
 loaded when a name that needs it is first used.
@@ -53,6 +55,10 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "BOUND_METHODS",
             "BoundContext",
             "BoundMethod",
+            "PlacedBound",
+        ],
+        "_evidence": [
+            "BoundEvidence",
         ],
         "_placement": [
             "GATE_PLACERS",

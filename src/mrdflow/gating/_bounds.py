@@ -6,23 +6,38 @@ bound is placed on, its search window, the FMO tube, ...) that returns ``(value,
 in gate units and how it was placed (``GateStep.how``: the plots' captions and the notes in
 ``metrics.json``). To add a method, write that function and add it to :data:`BOUND_METHODS` under
 the name a template's ``method:`` gives; the template loader accepts every name in the table.
+
+Every placed bound gets its :class:`~mrdflow.gating._evidence.BoundEvidence` (:func:`place_bound`
+returns a :class:`PlacedBound`). A ``valley`` bound the evidence calls uncertain is placed again by
+its rule's ``fallback`` (default: ``populations``, the valley between the populations found over
+the whole axis nearest the window); the fallback's value replaces the valley's when it found a
+valley between two populations, and the bound is sure again when that valley is deep
+(:data:`~mrdflow.gating._evidence.DEEP_VALLEY`) and passes the same checks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mrdflow.gating._density import density, threshold_valley
+from mrdflow.gating._evidence import (
+    DEEP_VALLEY,
+    BoundEvidence,
+    assess,
+    fixed_evidence,
+    populations_modes,
+    populations_valley,
+)
 from mrdflow.gating._rules import BoundRule, GatingError
 
 if TYPE_CHECKING:
     from mrdflow.gating._placement import Placement
 
-__all__ = ["BOUND_METHODS", "BoundContext", "BoundMethod", "place_bound"]
+__all__ = ["BOUND_METHODS", "BoundContext", "BoundMethod", "PlacedBound", "place_bound"]
 
 
 @dataclass
@@ -36,7 +51,9 @@ class BoundContext:
     one). For a method that places from data, ``values`` are ``dim``'s values (gate units,
     float32) of the events the bound is placed on (the parent's, or ``rule.population``'s,
     within ``rule.given``), ``window`` the search window (gate units; its lower end raised by a
-    ``floor`` rule) and ``floor_note`` what the floor did (appended to the note).
+    ``floor`` rule) and ``floor_note`` what the floor did (appended to the note). ``evidence``: a
+    method that places by another rule (``fmo`` without an FMO tube) leaves that rule's evidence
+    here; otherwise :func:`place_bound` assesses the value itself.
     """
 
     placement: Placement
@@ -49,6 +66,7 @@ class BoundContext:
     values: np.ndarray | None = None
     window: tuple[float, float] | None = None
     floor_note: str = ""
+    evidence: BoundEvidence | None = None
 
     @property
     def source(self) -> str:
@@ -56,8 +74,11 @@ class BoundContext:
         return self.placement.template.source
 
     def place(self, rule: BoundRule) -> tuple[float, str]:
-        """Place this bound by another rule (a fallback or a floor)."""
-        return place_bound(self.placement, self.gate_id, self.dim, self.side, rule, self.parent_mask, self.bounds)
+        """Place this bound by another rule (a fallback or a floor); its evidence is left in
+        ``self.evidence``."""
+        placed = place_bound(self.placement, self.gate_id, self.dim, self.side, rule, self.parent_mask, self.bounds)
+        self.evidence = placed.evidence
+        return placed.value, placed.note
 
 
 #: A bound method: the context in, (bound in gate units, note) out.
@@ -78,22 +99,71 @@ class BoundMethod:
     floor: bool = False
 
 
+@dataclass(frozen=True)
+class PlacedBound:
+    """A placed bound: ``value`` (gate units), ``note`` (``GateStep.how``) and its ``evidence``."""
+
+    value: float
+    note: str
+    evidence: BoundEvidence
+
+
 def place_bound(placement: Placement, gate_id: str, dim: str, side: str, rule: BoundRule,
-                parent_mask: np.ndarray, bounds: Mapping[str, tuple[float | None, float | None]]) -> tuple[float, str]:
-    """Place bound ``<dim>.<side>`` of gate ``gate_id`` by ``rule``: (value in gate units, note)."""
+                parent_mask: np.ndarray, bounds: Mapping[str, tuple[float | None, float | None]]) -> PlacedBound:
+    """Place bound ``<dim>.<side>`` of gate ``gate_id`` by ``rule``, with its evidence; an
+    uncertain valley bound is placed again by its fallback (module docstring)."""
     method = BOUND_METHODS.get(rule.method)
     if method is None:
         raise GatingError(f"gate {gate_id!r}: unknown method {rule.method!r}")
     ctx = BoundContext(placement, gate_id, dim, side, rule, parent_mask, bounds)
-    if method.data:
-        ctx.values = placement.view.values(dim)[_selection(placement, rule, parent_mask)]
-        ctx.window = rule.window
-        if rule.floor is not None:
-            f, fnote = ctx.place(rule.floor)
-            w = rule.window
-            ctx.window = (min(max(w[0], f), w[1] - 1e-3 * (w[1] - w[0])), w[1])
-            ctx.floor_note = f"; floor {f:.3f} ({rule.floor.population or 'parent'} {fnote})"
-    return method.place(ctx)
+    if not method.data:
+        t, note = method.place(ctx)
+        return PlacedBound(t, note, fixed_evidence(t))
+    ctx.values = placement.view.values(dim)[_selection(placement, rule, parent_mask)]
+    ctx.window = rule.window
+    if rule.floor is not None:
+        f, fnote = ctx.place(rule.floor)
+        ctx.evidence = None  # the floor's evidence is not this bound's
+        w = rule.window
+        ctx.window = (min(max(w[0], f), w[1] - 1e-3 * (w[1] - w[0])), w[1])
+        ctx.floor_note = f"; floor {f:.3f} ({rule.floor.population or 'parent'} {fnote})"
+    t, note = method.place(ctx)
+    ev = ctx.evidence if ctx.evidence is not None else assess(rule.method, ctx.values, t, ctx.window, ctx.side)
+    if ev.sure or rule.method != "valley":
+        return PlacedBound(t, note, ev)
+    return _fall_back(ctx, PlacedBound(t, note, ev))
+
+
+def _fall_back(ctx: BoundContext, primary: PlacedBound) -> PlacedBound:
+    """An uncertain valley bound placed by its rule's ``fallback`` (default ``populations``).
+
+    The fallback's value is taken when it found a valley between two populations; the bound is
+    sure when that valley is deep and passes the checks (judged on the whole axis: the fallback
+    may leave the window by design). Otherwise the primary value stands, still uncertain.
+    """
+    rule = ctx.rule
+    fb = rule.fallback or BoundRule("populations", window=rule.window, given=rule.given, population=rule.population)
+    t, note = BOUND_METHODS[fb.method].place(ctx)
+    why = primary.evidence.reason
+    if np.isfinite(t) and _drops_a_population(ctx, primary.value, t):
+        note = f"{note}, rejected: it would leave out a population the gate held"
+        t = float("nan")
+    if not np.isfinite(t):
+        ev = replace(primary.evidence, fallback=f"{fb.method}: {note} (tried because {why})")
+        return PlacedBound(primary.value, f"{primary.note}; {fb.method}: {note}", ev)
+    whole = assess(fb.method, ctx.values, t, (0.0, 1.0), ctx.side)
+    deep = whole.valley_depth is not None and whole.valley_depth >= DEEP_VALLEY
+    sure = whole.sure and deep
+    reason = None if sure else (
+        f"{primary.evidence.reason}; fallback {fb.method} {t:.3f}: "
+        + (whole.reason or f"valley depth {whole.valley_depth if whole.valley_depth is not None else 0:.2f}"
+           f" < {DEEP_VALLEY}"))
+    w = ctx.window
+    ev = replace(whole, method=rule.method, window=(float(w[0]), float(w[1])),
+                 edge_distance=float(min(abs(t - w[0]), abs(w[1] - t))),
+                 fallback=f"{fb.method}: {note} (the valley {primary.value:.3f} was uncertain: {why})",
+                 sure=sure, reason=reason)
+    return PlacedBound(t, f"{note} (fallback: valley {primary.value:.3f} uncertain){ctx.floor_note}", ev)
 
 
 def _selection(placement: Placement, rule: BoundRule, parent_mask: np.ndarray) -> np.ndarray:
@@ -171,6 +241,34 @@ def _fmo(ctx: BoundContext) -> tuple[float, str]:
     return t, note
 
 
+def _drops_a_population(ctx: BoundContext, primary: float, t: float) -> bool:
+    """Whether moving the cut from ``primary`` to ``t`` moves a population (a density mode) out
+    of the gate. A fallback may bring into the gate a population the uncertain valley left out
+    (CD38-dim plasma cells below a CD38 window), never take out one the gate held: that would
+    trade one uncertain cut for a cut through the gate's own populations."""
+    into_gate = t > primary if ctx.side == "min" else t < primary
+    if not into_gate:
+        return False
+    modes = populations_modes(ctx.values, ctx.window)
+    lo, hi = sorted((primary, t))
+    return bool(((modes > lo) & (modes < hi)).any())
+
+
+def _populations(ctx: BoundContext) -> tuple[float, str]:
+    """The populations over the whole axis first, then the valley between two adjacent ones
+    nearest the window (NaN when fewer than two populations are found)."""
+    t, note = populations_valley(ctx.values, ctx.window)
+    return (float("nan") if t is None else t), note
+
+
+def _above_negative(ctx: BoundContext) -> tuple[float, str]:
+    """The valley just above the lowest population (the negative one), wherever the window is:
+    every event above the negative population is positive, however dim (NaN when fewer than two
+    populations are found)."""
+    t, note = populations_valley(ctx.values, ctx.window, above_lowest=True)
+    return (float("nan") if t is None else t), note
+
+
 def _robust_tail(values: np.ndarray, window: tuple[float, float], k: float) -> tuple[float, str]:
     """Mode of the main population + k robust SDs of its lower half, clipped to the window."""
     v = values[np.isfinite(values)]
@@ -228,4 +326,6 @@ BOUND_METHODS: dict[str, BoundMethod] = {
     "gmm": BoundMethod(_gmm),
     "fmo": BoundMethod(_fmo),
     "fixed": BoundMethod(_fixed, data=False),
+    "populations": BoundMethod(_populations),
+    "above_negative": BoundMethod(_above_negative),
 }

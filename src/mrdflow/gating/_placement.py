@@ -143,6 +143,7 @@ def _place_rectangle(p: Placement, g: TemplateGate) -> None:
     pmask = p.parent_mask(parent)
     bounds: dict[str, tuple[float | None, float | None]] = {}
     how: dict[str, str] = {}
+    evidence: dict = {}
     dims = g.dims
     for d in tgate.dimensions:
         bounds[d.id] = (d.min, d.max)
@@ -150,10 +151,12 @@ def _place_rectangle(p: Placement, g: TemplateGate) -> None:
         dim, side = key.rsplit(".", 1)
         if dim not in bounds:
             raise GatingError(f"{p.template.source}: gate {gid!r} has no dimension {dim!r} (has {dims})")
-        value, note = place_bound(p, gid, dim, side, br, pmask, bounds)
+        placed = place_bound(p, gid, dim, side, br, pmask, bounds)
+        value = placed.value
         lo, hi = bounds[dim]
         bounds[dim] = (value, hi) if side == "min" else (lo, value)
-        how[key] = note
+        how[key] = placed.note
+        evidence[key] = placed.evidence
     mask = pmask.copy()
     for dim, (lo, hi) in bounds.items():
         v = p.view.values(dim)
@@ -162,7 +165,9 @@ def _place_rectangle(p: Placement, g: TemplateGate) -> None:
         if hi is not None:
             mask &= v < hi
     gate = fk.gates.RectangleGate(gid, [p.dimension(dim, lo, hi) for dim, (lo, hi) in bounds.items()])
-    step = GateStep(gid, parent, "rect", tuple(dims), bounds=bounds, how=how, plot_dims=tuple(dims))
+    unsure = [f"{key} {ev.reason}" for key, ev in evidence.items() if not ev.sure]
+    step = GateStep(gid, parent, "rect", tuple(dims), bounds=bounds, how=how, plot_dims=tuple(dims),
+                    evidence=evidence, review=f"{gid}: {'; '.join(unsure)}" if unsure else None)
     p.add(gate, parent_path, step, mask)
 
 

@@ -14,6 +14,7 @@ import flowkit as fk
 import numpy as np
 
 from mrdflow.gating._engine import GateResult
+from mrdflow.gating._evidence import BoundEvidence
 from mrdflow.gating._rules import GatingError
 from mrdflow.gating._view import TubeView
 
@@ -27,6 +28,9 @@ class GateStep:
     dims: template dimension names (1 or 2). kind: rect | polygon | boolean. bounds: for rect,
     {dim: (min, max)} in gate coordinates (None = open); vertices: for polygon. how: what placed
     each bound ("valley 0.62 in [0.55, 0.80]"). parent: parent gate id (None at the root).
+    evidence: per placed bound (key as in ``how``, e.g. ``"CD38.min"``) what placed it and how
+    sure it is. review: None when every bound is sure; else one line naming the gate and why
+    (``"PC: CD38.min 0.800 on the edge of its search window ..."``).
     """
 
     gate_id: str
@@ -40,6 +44,13 @@ class GateStep:
     parent_count: int = 0
     plot_dims: tuple[str, ...] = ()
     static: bool = False  # applied as drawn (FlowJo workspace): coordinates are not ours to plot
+    evidence: dict[str, BoundEvidence] = field(default_factory=dict)
+    review: str | None = None
+
+
+def step_reviews(steps: Sequence[GateStep]) -> list[tuple[str, str]]:
+    """(gate id, reason) of every step whose placement is uncertain, in gating order."""
+    return [(s.gate_id, s.review) for s in steps if s.review]
 
 
 @dataclass
@@ -96,6 +107,10 @@ class TubeGating:
         values = (np.column_stack([self.view.values(mk)[m] for mk in markers]).astype(np.float32, copy=False)
                   if m.any() else np.zeros((0, len(markers)), np.float32))
         return KeptEvents(gate_id, markers, values, {f: np.asarray(self.mask(f))[m] for f in flags})
+
+    def reviews(self) -> list[tuple[str, str]]:
+        """(gate id, reason) of every gate whose placement is uncertain (``GateStep.review``)."""
+        return step_reviews(self.steps)
 
     def table(self) -> list[dict]:
         """Rows of gating.tsv: population, parent, count, pct_parent, pct_of_total."""
@@ -164,4 +179,5 @@ class StreamedGating:
         return k
 
     table = TubeGating.table
+    reviews = TubeGating.reviews
     gatingml = TubeGating.gatingml

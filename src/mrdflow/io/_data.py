@@ -1,8 +1,11 @@
 """The DATA segment of an FCS file decoded into one preallocated events x parameters matrix.
 
-Integer data ($DATATYPE I: unsigned, 8/16/32/64 bits, masked to the bits of $PnR), float data
-(F: 32-bit, D: 64-bit) and ASCII data (A: fixed width, or free format when $PnB is ``*``), in
-either byte order.  Fixed-width DATA is converted in chunks of about :data:`CHUNK_BYTES` bytes,
+Integer data ($DATATYPE I: unsigned, any $PnB from 1 to 64 bits, masked to the bits of $PnR),
+float data (F: 32-bit, D: 64-bit) and ASCII data (A: fixed width, or free format when $PnB is
+``*``), in either byte order.  Integer widths numpy has a type for (8/16/32/64 bits) are read
+straight into numpy; other whole-byte widths (24, 40, 48, 56 bits, as e.g. the Cytek xP5 writes)
+are widened byte by byte, and widths that are not whole bytes are cut out of the DATA bit stream
+(see :func:`_read_odd_int_rows`).  Fixed-width DATA is converted in chunks of about :data:`CHUNK_BYTES` bytes,
 so memory is the output matrix plus one chunk.  Values are the stored channel values; scaling
 is :class:`mrdflow.io.FCSData`'s job.  Where DATA lies comes from :class:`FCSHeader`, already
 checked against the file size.
@@ -11,13 +14,16 @@ checked against the file size.
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Iterator
 from typing import IO
 
 import numpy as np
 
-from mrdflow.io._header import FCSHeader
+from mrdflow.io._header import FCSHeader, FCSReadWarning
 
 CHUNK_BYTES = 16 * 2**20  # DATA is converted in pieces of about this size (bytes)
+NUMPY_INT_BITS = (8, 16, 32, 64)  # integer widths numpy reads directly (the fast paths)
 
 
 def _stored_dtypes(header: FCSHeader) -> list[np.dtype]:
@@ -68,6 +74,8 @@ def _read_rows(fh: IO[bytes], header: FCSHeader, start: int, stop: int, out_dtyp
     n, p = stop - start, header.n_parameters
     if n <= 0:
         return np.empty((0, p), dtype=out_dtype)
+    if header.datatype == "I" and any(b not in NUMPY_INT_BITS for b in header.bits):
+        return _read_odd_int_rows(fh, header, start, stop, out_dtype)
     stored = _stored_dtypes(header)
     masks = _range_masks(header) if header.datatype == "I" else [None] * p
     masked = any(m is not None for m in masks)
@@ -105,6 +113,94 @@ def _read_rows(fh: IO[bytes], header: FCSHeader, start: int, stop: int, out_dtyp
                 column = column & column.dtype.type(mask)
             out[first : first + rows, j] = column
     return out
+
+
+def _read_odd_int_rows(
+    fh: IO[bytes], header: FCSHeader, start: int, stop: int, out_dtype: np.dtype
+) -> np.ndarray:
+    """Events ``start`` to ``stop - 1`` of integer DATA where some $PnB is not 8/16/32/64 bits.
+
+    Each value is widened to a 64-bit unsigned integer, masked to its $PnR bits and stored in
+    ``out_dtype``.  Whole-byte widths (e.g. 24 bits) are copied into 8-byte slots: the low bytes
+    of a little-endian slot, the high bytes of a big-endian one.  Otherwise ($PnB not a multiple
+    of 8: "packed" data, which FCS 2.0/3.0 allow) DATA is one stream of $PnB-bit fields with no
+    padding between values or events.  The standard names no bit order for it; we take the one
+    that reduces to the byte order of $BYTEORD when the widths are whole bytes: most significant
+    bit first for big-endian files, least significant first for little-endian ones.  Because
+    that is a reading of the standard, not a rule of it, packed files give an FCSReadWarning.
+    """
+    n, p = stop - start, header.n_parameters
+    out = np.empty((n, p), dtype=out_dtype)
+    masks = _range_masks(header)
+    per_event = header.bits_per_event
+    if header.packed and start == 0:
+        order = "most" if header.byteorder == ">" else "least"
+        warnings.warn(
+            f"{header.path}: packed integer DATA ($PnB {sorted(set(header.bits))} bits); read as "
+            f"one bit stream, {order} significant bit first per $BYTEORD",
+            FCSReadWarning,
+            stacklevel=5,
+        )
+    # A chunk widens one parameter at a time into a (rows x 64) bit or (rows x 8) byte matrix,
+    # and packed DATA is unpacked to one byte per bit first, so the row count keeps both that
+    # matrix and the chunk's (unpacked) DATA at most about CHUNK_BYTES.
+    if header.packed:
+        rows_per_chunk = max(1, CHUNK_BYTES // max(64, per_event))
+    else:
+        rows_per_chunk = max(1, CHUNK_BYTES // max(8, per_event // 8))
+    for first in range(0, n, rows_per_chunk):
+        rows = min(rows_per_chunk, n - first)
+        first_bit = (start + first) * per_event
+        fh.seek(header.data_start + first_bit // 8)
+        size = (first_bit % 8 + rows * per_event + 7) // 8
+        raw = np.frombuffer(_read_exact(fh, header, size), dtype=np.uint8)
+        if header.packed:
+            columns = _unpack_bit_fields(raw, first_bit % 8, rows, header)
+        else:
+            columns = _widen_byte_fields(raw.reshape(rows, per_event // 8), header)
+        for j, (column, mask) in enumerate(zip(columns, masks)):
+            out[first : first + rows, j] = column if mask is None else column & np.uint64(mask)
+    return out
+
+
+def _widen_byte_fields(records: np.ndarray, header: FCSHeader) -> Iterator[np.ndarray]:
+    """uint64 columns, one at a time, from a (rows x bytes per event) matrix of whole-byte
+    fields (one column in memory at a time: 1-byte fields would otherwise grow 8-fold)."""
+    big = header.byteorder == ">"
+    slot = np.zeros((records.shape[0], 8), dtype=np.uint8)
+    offset = 0
+    for bits in header.bits:
+        width = bits // 8
+        field = records[:, offset : offset + width]
+        offset += width
+        slot[:] = 0
+        if big:
+            slot[:, 8 - width :] = field
+        else:
+            slot[:, :width] = field
+        yield slot.view(">u8" if big else "<u8")[:, 0].astype(np.uint64)
+
+
+def _unpack_bit_fields(raw: np.ndarray, skip: int, rows: int, header: FCSHeader) -> Iterator[np.ndarray]:
+    """uint64 columns, one at a time, from packed DATA: ``rows`` events starting ``skip`` bits
+    into ``raw``."""
+    big = header.byteorder == ">"
+    order = "big" if big else "little"
+    per_event = header.bits_per_event
+    stream = np.unpackbits(raw, bitorder=order)[skip : skip + rows * per_event]
+    events = stream.reshape(rows, per_event)
+    slot = np.zeros((rows, 64), dtype=np.uint8)
+    offset = 0
+    for bits in header.bits:
+        field = events[:, offset : offset + bits]
+        offset += bits
+        slot[:] = 0
+        if big:  # most significant bit first: the field fills the low end of a big-endian word
+            slot[:, 64 - bits :] = field
+        else:  # least significant bit first: bit t of the field is bit t of the word
+            slot[:, :bits] = field
+        word = np.packbits(slot, axis=1, bitorder=order)
+        yield word.view(">u8" if big else "<u8")[:, 0].astype(np.uint64)
 
 
 def _read_exact(fh: IO[bytes], header: FCSHeader, size: int) -> bytes:

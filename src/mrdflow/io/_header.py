@@ -88,8 +88,20 @@ class FCSHeader:
     n_datasets_hint: int = 1
 
     @property
+    def bits_per_event(self) -> int:
+        """Bits of DATA one event occupies (the sum of $PnB; 0 for free-format ASCII)."""
+        return sum(self.bits)
+
+    @property
     def bytes_per_event(self) -> int:
-        return sum(self.bits) // 8
+        """Whole bytes per event; for packed integer data (see :attr:`packed`) the events are
+        not byte-aligned and :attr:`bits_per_event` is the exact figure."""
+        return self.bits_per_event // 8
+
+    @property
+    def packed(self) -> bool:
+        """Integer data with a $PnB that is not a whole number of bytes: DATA is a bit stream."""
+        return self.datatype == "I" and any(b % 8 for b in self.bits)
 
     def _fail(self, cause: str) -> FCSReadError:
         return FCSReadError(self.path, cause)
@@ -324,9 +336,9 @@ def _parameter_bits(
             b = _expect_width(path, key, b, 32)
         elif datatype == "D":
             b = _expect_width(path, key, b, 64)
-        elif datatype == "I" and b not in (8, 16, 32, 64):
+        elif datatype == "I" and not 1 <= b <= 64:
             raise FCSReadError(
-                path, f"unsupported {key} = {b} bits for integer data (8, 16, 32 or 64 are read)"
+                path, f"unsupported {key} = {b} bits for integer data (1 to 64 bits are read)"
             )
         elif datatype == "A" and b <= 0:
             raise FCSReadError(path, f"bad TEXT: {key} = {b} characters")
@@ -384,17 +396,19 @@ def _build_header(
     n_events = _int_keyword(path, metadata, "$TOT", required=not version.startswith("FCS2"))
     if n_events is not None and n_events < 0:
         raise FCSReadError(path, f"bad TEXT: $TOT = {n_events}")
-    bytes_per_event = sum(bits) // 8
+    bits_per_event = sum(bits)
     data = _resolve_data_segment(
-        path, hdr_data_start, hdr_data_end, text_data, n_events, bytes_per_event
+        path, hdr_data_start, hdr_data_end, text_data, n_events, bits_per_event
     )
     if n_events is None:  # FCS 2.0 made $TOT optional: derive it from an exact DATA size
-        if not bytes_per_event or data.length % bytes_per_event:
+        # Packed events that end inside a byte leave the count ambiguous (padding bits at the
+        # end of DATA could hold part of one more event), so those need $TOT.
+        if not bits_per_event or bits_per_event % 8 or data.length % (bits_per_event // 8):
             raise FCSReadError(
                 path, "bad TEXT: $TOT is missing and the DATA size does not give it exactly"
             )
-        n_events = data.length // bytes_per_event
-    data = _check_data_size(path, data, n_events, bytes_per_event, file_size)
+        n_events = data.length // (bits_per_event // 8)
+    data = _check_data_size(path, data, n_events, bits, file_size)
 
     next_data = _int_keyword(path, metadata, "$NEXTDATA", required=False) or 0
     return FCSHeader(
@@ -419,6 +433,12 @@ def _build_header(
 # --------------------------------------------------------------------------------------------
 
 
+def _data_bytes(n_events: int, bits_per_event: int) -> int:
+    """Bytes that ``n_events`` events of ``bits_per_event`` bits fill (packed data rounds the
+    last byte up)."""
+    return (n_events * bits_per_event + 7) // 8
+
+
 def _fits(seg: Segment, expected: int | None) -> bool:
     """The segment holds ``expected`` bytes, allowing the common off-by-one in either way."""
     return expected is None or abs(seg.length - expected) <= 1
@@ -430,7 +450,7 @@ def _resolve_data_segment(
     hdr_end: int | None,
     text_seg: Segment | None,
     n_events: int | None,
-    bytes_per_event: int,
+    bits_per_event: int,
 ) -> Segment:
     """Decide where DATA lies from the HEADER offsets and $BEGINDATA/$ENDDATA.
 
@@ -448,7 +468,7 @@ def _resolve_data_segment(
     """
     hdr_start = hdr_start or None
     hdr_end = hdr_end or None
-    expected = None if n_events is None else n_events * bytes_per_event
+    expected = None if n_events is None else _data_bytes(n_events, bits_per_event)
     if text_seg is None:
         if hdr_start is not None and hdr_end is not None:
             return Segment(hdr_start, hdr_end)
@@ -486,33 +506,41 @@ def _resolve_data_segment(
 
 
 def _check_data_size(
-    path: str, seg: Segment, n_events: int, bytes_per_event: int, file_size: int
+    path: str, seg: Segment, n_events: int, bits: tuple[int, ...], file_size: int
 ) -> Segment:
     """Check $TOT x $PAR against the DATA segment and the file; return the bytes to read.
 
     Done before any allocation.  The returned segment holds exactly $TOT x bytes per event
-    (the declared segment may be one byte longer or shorter: a common writer bug).
+    (the declared segment may be one byte longer or shorter: a common writer bug); packed
+    integer data (a $PnB that is not a whole number of bytes) fills $TOT x bits per event
+    rounded up to whole bytes.
     """
     if n_events == 0:
         return Segment(seg.start, seg.start - 1)
-    if bytes_per_event == 0:  # free-format ASCII: the size is only known by parsing
+    bits_per_event = sum(bits)
+    if bits_per_event == 0:  # free-format ASCII: the size is only known by parsing
         if seg.end >= file_size:
             raise FCSReadError(
                 path, f"DATA segment ({seg}) extends beyond end of file ({file_size} bytes)"
             )
         return seg
-    expected = n_events * bytes_per_event
+    expected = _data_bytes(n_events, bits_per_event)
     if not _fits(seg, expected):
         where = (
             f"; the segment also extends beyond end of file ({file_size} bytes)"
             if seg.end >= file_size
             else ""
         )
+        per_event = (
+            f"{bits_per_event} bits per event (packed), rounded up to {expected} bytes"
+            if bits_per_event % 8
+            else f"{bits_per_event // 8} bytes per event = {expected} bytes"
+        )
         raise FCSReadError(
             path,
             f"$TOT/$PAR inconsistent with DATA size: $TOT = {n_events} events x "
-            f"{bytes_per_event} bytes per event = {expected} bytes, but the DATA segment "
-            f"({seg}) holds {seg.length} bytes{where}",
+            f"{per_event}, but the DATA segment ({seg}) holds {seg.length} bytes{where}"
+            + _whole_byte_hint(seg, n_events, bits),
         )
     wanted = Segment(seg.start, seg.start + expected - 1)
     if wanted.end >= file_size:
@@ -523,3 +551,23 @@ def _check_data_size(
             f"bytes); {present} of {expected} DATA bytes are present",
         )
     return wanted
+
+
+def _whole_byte_hint(seg: Segment, n_events: int, bits: tuple[int, ...]) -> str:
+    """A note for packed $PnB whose DATA is exactly the size of whole-byte fields.
+
+    Some writers declare the bits a value uses (e.g. $PnB = 10 from Beckman Coulter CXP) but
+    store each value in whole bytes.  Reading such DATA as a bit stream gives wrong numbers and
+    assuming a field width is a guess, so the file stays refused; the note says why.
+    """
+    if not any(b % 8 for b in bits):
+        return ""
+    padded = [8 * -(-b // 8) for b in bits]
+    for width in (padded, [1 << (b - 1).bit_length() if b > 8 else 8 for b in bits]):
+        if _fits(seg, n_events * sum(width) // 8):
+            return (
+                f"; that is the size of values stored in whole bytes ($PnB rounded up to "
+                f"{sorted(set(width))} bits), as some writers do while declaring the bits "
+                f"used (e.g. Beckman Coulter CXP's $PnB = 10), so the layout is ambiguous"
+            )
+    return ""

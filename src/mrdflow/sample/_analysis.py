@@ -9,8 +9,11 @@ events for the cohort clustering (``pc_events.npz``) with the counts the MRD cal
 Stage 2 (:func:`finish_sample`, rule ``finish_sample``): map the PC events to the cohort PC model,
 count aberrant PCs, make the MRD call and write ``metrics.json``.
 
-A tube that cannot be read or gated is recorded (``errors``) and the others go on; the sample's
-``status`` says ``ok``, ``partial`` or ``failed``.
+A tube that cannot be read or gated is recorded (``errors``) and the others go on. Every tube
+records each placed bound's evidence (``gates``) and the gates placement was unsure of
+(``gate_review``); the read-outs resting on an unsure gate are listed in ``review_needed``
+(:mod:`mrdflow.sample._review`) and keep their values, marked. The sample's ``status`` says ``ok``,
+``review`` (read-outs to review), ``partial`` or ``failed``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 import math
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +44,11 @@ from mrdflow.config import Tube, schema_defaults
 from mrdflow.errors import MrdflowError
 from mrdflow.gating import QCSettings
 from mrdflow.metrics import (
+    GateReview,
     MRDCall,
     MRDMetrics,
     PCMetrics,
+    ReviewItem,
     SampleMetrics,
     TubeError,
     TubeQC,
@@ -51,8 +56,26 @@ from mrdflow.metrics import (
     write_metrics,
 )
 from mrdflow.panels import Panel
-from mrdflow.sample._mrd import HemodilutionSettings, MRDSettings, TubeCount, hemodilution, mrd_call
+from mrdflow.sample._mrd import (
+    HEMODILUTION_GATES,
+    PC_GATE,
+    HemodilutionSettings,
+    MRDSettings,
+    TubeCount,
+    hemodilution,
+    mrd_call,
+)
 from mrdflow.sample._outputs import SAMPLE_FILES
+from mrdflow.sample._review import (
+    MRD_CALL,
+    PC_PCT,
+    TubeReview,
+    gate_dependencies,
+    gate_evidence,
+    gate_reviews,
+    readout_reason,
+    review_needed,
+)
 
 if TYPE_CHECKING:
     from mrdflow.gating import GatingTemplate, StreamedGating, TubeGating
@@ -138,17 +161,17 @@ def _setup(tube: Tube, path: Path, settings: SampleSettings):
 
 
 # Events kept whole from a streamed tube: the gate and the flag gates its events carry.
-STREAM_KEEP = {"PC": ("PC_kappa", "PC_lambda"), "NK": ("NK_bright", "NK_dim", "NKG2Apos")}
+STREAM_KEEP = {PC_GATE: ("PC_kappa", "PC_lambda"), "NK": ("NK_bright", "NK_dim", "NKG2Apos")}
 
 
-def _gate(tube: Tube, data_dir: Path, settings: SampleSettings, fmo) -> TubeGating | StreamedGating:
-    """Read and gate one tube: in memory, or streamed when it has more than
-    ``settings.placement_events`` events (gates placed on a seeded uniform sample of that many,
+def _gate(tube: Tube, data_dir: Path, settings: SampleSettings, fmo,
+          template: GatingTemplate) -> TubeGating | StreamedGating:
+    """Read and gate one tube with its panel's ``template``: in memory, or streamed when it has more
+    than ``settings.placement_events`` events (gates placed on a seeded uniform sample of that many,
     every event counted; memory then stays that of a tube of ``placement_events``)."""
     from mrdflow.gating import gate_tube, gate_tube_streamed
 
     opened = _setup(tube, data_dir / tube.fcs, settings)
-    template = settings.template(tube.panel)
     if opened.n_events > settings.placement_events:
         log.info("%s: %d events: streamed, gates placed on a sample of %d", tube.fcs, opened.n_events,
                  settings.placement_events)
@@ -171,13 +194,15 @@ def _tube_qc(g: TubeGating, settings: SampleSettings) -> dict:
     }
     if "placement" in g.qc:
         out["placement_events"] = g.qc["placement"]["events"]
+    out["gates"] = gate_evidence(g)
+    out["gate_review"] = [r.as_dict() for r in gate_reviews(g)]
     return out
 
 
 def _pc_events(sample_id: str, tube: Tube, g: TubeGating) -> PCEvents:
     ids = {s.gate_id for s in g.steps}
-    flags = STREAM_KEEP["PC"] if set(STREAM_KEEP["PC"]) <= ids else ()  # κ/λ: NGF tube 2 only
-    k = g.events_in("PC", flags)
+    flags = STREAM_KEEP[PC_GATE] if set(STREAM_KEEP[PC_GATE]) <= ids else ()  # κ/λ: NGF tube 2 only
+    k = g.events_in(PC_GATE, flags)
     kappa = k.flags["PC_kappa"] if flags else None
     lam = k.flags["PC_lambda"] if flags else None
     return PCEvents(sample_id, tube.tube, k.markers, k.values, kappa, lam)
@@ -185,11 +210,12 @@ def _pc_events(sample_id: str, tube: Tube, g: TubeGating) -> PCEvents:
 
 def _ngf_counts(g: TubeGating) -> dict:
     ids = {s.gate_id for s in g.steps}
-    c = {"nucleated": g.count("Nucleated"), "pc": g.count("PC"), "nrbc": g.count("NRBC") if "NRBC" in ids else None}
-    if "MastCells" in ids:
-        c["mast_cells"] = g.count("MastCells")
-    if "BCP" in ids:
-        c["bcp"] = g.count("BCP")
+    mast, bcp, nrbc = HEMODILUTION_GATES
+    c = {"nucleated": g.count("Nucleated"), "pc": g.count(PC_GATE), "nrbc": g.count(nrbc) if nrbc in ids else None}
+    if mast in ids:
+        c["mast_cells"] = g.count(mast)
+    if bcp in ids:
+        c["bcp"] = g.count(bcp)
     if "PC_kappa" in ids:
         c["pc_kappa"] = g.count("PC_kappa")
         c["pc_lambda"] = g.count("PC_lambda")
@@ -224,6 +250,7 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
         "visit": first.visit, "day": first.day, "infusion": first.infusion,
         "tubes": {}, "errors": [], "counts": {},
     }
+    reviews: list[TubeReview] = []
     gated: dict[str, TubeGating] = {}
     tables: list[tuple[str, list[dict]]] = []
     pcs: list[PCEvents] = []
@@ -236,7 +263,8 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     plot_dir.mkdir(parents=True)  # present even when no tube could be gated (a rule output)
     for tube in order:
         try:
-            g = _gate(tube, data_dir, settings, fmo_of.get(tube.panel) if tube.role == "stain" else None)
+            template = settings.template(tube.panel)
+            g = _gate(tube, data_dir, settings, fmo_of.get(tube.panel) if tube.role == "stain" else None, template)
         except MrdflowError as e:
             log.error("%s/%s: %s", sample_id, tube.tube, e)
             record["errors"].append({"tube": tube.tube, "error": str(e)})
@@ -245,6 +273,7 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
         if tube.role == "fmo":
             fmo_of[tube.panel] = g
         record["tubes"][tube.tube] = {"panel": tube.panel, "role": tube.role, "fcs": tube.fcs, **_tube_qc(g, settings)}
+        reviews.append(_tube_review(tube, settings.panels, gate_dependencies(template), record["tubes"][tube.tube]))
         tables.append((tube.tube, g.table()))
         if settings.plots:
             _plot_tube(plot_dir, tube.tube, g, sample_id)
@@ -281,10 +310,25 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     save_pc_events(outdir / SAMPLE_FILES.pc_events, pcs)  # empty for samples without marrow tubes
     record["pc_events"] = SAMPLE_FILES.pc_events if pcs else None
     usable = set(gated) - {e["tube"] for e in record["errors"]}
-    record["status"] = "failed" if not usable else ("partial" if record["errors"] else "ok")
+    record["review_needed"] = [r.as_dict() for r in review_needed(reviews)]
+    record["status"] = _status(bool(usable), bool(record["errors"]), bool(record["review_needed"]))
     with atomic_open(outdir / SAMPLE_FILES.stage1, "w") as fh:
         json.dump(record, fh, indent=1, default=json_default)
     return record
+
+
+def _status(usable: bool, errors: bool, review: bool) -> str:
+    """``failed`` (no usable tube), ``partial`` (some tubes failed), ``review`` (read-outs rest on
+    unsure gates) or ``ok``: the worst that applies (a partial sample's reviews are in its list)."""
+    return "failed" if not usable else "partial" if errors else "review" if review else "ok"
+
+
+def _tube_review(tube: Tube, panels: Mapping[str, Panel], dependencies: Mapping[str, frozenset[str]],
+                 qc: Mapping) -> TubeReview:
+    """The review's view of a gated tube from its template's gate dependencies
+    (:func:`~mrdflow.sample._review.gate_dependencies`) and its QC record's ``gate_review``."""
+    return TubeReview(tube.tube, _readout(panels, tube), dependencies,
+                      tuple(GateReview(r["gate"], r["reason"]) for r in qc["gate_review"]))
 
 
 def _readout(panels: Mapping[str, Panel], tube: Tube) -> str | None:
@@ -366,10 +410,16 @@ def finish_sample(stage1: Mapping, outdir: str | Path, settings: SampleSettings,
     against ``metrics.schema.yaml`` as it is written); returns the JSON object written."""
     outdir = Path(outdir)
     counts = stage1.get("counts", {})
+    review = tuple(ReviewItem(r["readout"], r["gate"], r["tube"], r["reason"]) for r in stage1.get("review_needed", ()))
     pc, mrd = _pc_and_mrd(stage1, counts, outdir, settings, model, client) if counts else (None, None)
+    if pc is not None and mrd is not None:  # the values stand, marked when a gate they rest on was unsure
+        pc_why, mrd_why = readout_reason(review, PC_PCT), readout_reason(review, MRD_CALL)
+        pc = replace(pc, review_needed=bool(pc_why), review_reason=pc_why)
+        mrd = replace(mrd, review_needed=bool(mrd_why), review_reason=mrd_why)
     metrics = SampleMetrics(
         **{k: stage1[k] for k in ("sample_id", "patient_id", "specimen", "visit", "day", "infusion", "status")},
         errors=tuple(TubeError(e["tube"], e["error"]) for e in stage1.get("errors", [])),
+        review_needed=review,
         tubes={t: TubeQC.from_dict(q) for t, q in stage1.get("tubes", {}).items()},
         nk=stage1.get("nk"),
         cart=stage1.get("cart"),

@@ -29,6 +29,12 @@ __all__ = [
     "mrd_call",
 ]
 
+#: the plasma-cell gate of the NGF templates (PC % and the aberrant PCs are counted in it)
+PC_GATE = "PC"
+#: the NGF gates of the marrow-only populations the hemodilution check counts (mast cells, B-cell
+#: precursors, nucleated red cells)
+HEMODILUTION_GATES = ("MastCells", "BCP", "NRBC")
+
 NEGATIVE = "negative"
 POSITIVE = "positive"
 NOT_EVALUABLE = "not_evaluable"
