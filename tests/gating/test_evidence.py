@@ -100,3 +100,31 @@ def test_tiny_tubes_are_placed_sure_without_fallback(tmp_path):
                 assert ev.sure and ev.fallback is None and ev.edge_distance >= 0
                 assert ev.valley_depth is None or 0.0 <= ev.valley_depth <= 1.0
                 assert ev.density_ratio is None or 0.0 <= ev.density_ratio <= 1.0
+
+
+def _place_above_negative(values, window=(0.6, 0.8)):
+    p = _placement(values)
+    rule = BoundRule("valley", window=window, fallback=BoundRule("above_negative", window=window))
+    return place_bound(p, "PC", "CD38", "min", rule, np.ones(values.size, bool), {"CD38": (None, None)})
+
+
+def test_population_far_below_the_window_is_found_when_the_rule_says_above_negative():
+    """PCs well below the window leave it empty: a valley search there finds a clean, deep 'valley'
+    in the empty tail and would keep no PC. A rule whose fallback is above_negative ("every CD138+
+    event above the CD38-negative population is a PC") catches the population between the negative
+    one and the cut, and the cut moves into the gap above the negative population."""
+    for pc_at in (0.4, 0.45, 0.5):
+        v = _cd38(pc_at)
+        placed = _place_above_negative(v)
+        kept = float(np.mean(v[4000:] >= placed.value))
+        assert kept > 0.95, (pc_at, placed)
+        assert float(np.mean(v[:4000] >= placed.value)) < 0.05, (pc_at, placed)
+        assert placed.evidence.fallback and "above_negative" in placed.evidence.fallback
+
+
+def test_above_negative_rule_keeps_a_clean_valley_in_the_window():
+    """Bright PCs in the window's reach: the valley in the window stands, no fallback."""
+    v = _cd38(0.9)
+    placed = _place_above_negative(v)
+    assert placed.evidence.sure and placed.evidence.fallback is None
+    assert float(np.mean(v[4000:] >= placed.value)) > 0.95
