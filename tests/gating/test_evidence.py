@@ -128,3 +128,23 @@ def test_above_negative_rule_keeps_a_clean_valley_in_the_window():
     placed = _place_above_negative(v)
     assert placed.evidence.sure and placed.evidence.fallback is None
     assert float(np.mean(v[4000:] >= placed.value)) > 0.95
+
+
+def test_cd38_dim_clone_without_cd38_negative_cd138_events():
+    """The CD138+ events hold no CD38-negative cell at all: a CD38-dim clone (0.49) and a few
+    bright normal PCs (0.84). The negative population comes from the parent (every nucleated cell,
+    CD38-negative at 0.33), so the cut goes below the clone, not between clone and normal PCs."""
+    rng = np.random.default_rng(3)
+    n_neg, n_clone, n_norm = 20000, 8000, 300
+    cd38 = np.concatenate([rng.normal(0.33, 0.06, n_neg), rng.normal(0.49, 0.04, n_clone),
+                           rng.normal(0.84, 0.03, n_norm)]).astype(np.float32)
+    cd138 = np.concatenate([rng.normal(0.2, 0.07, n_neg), rng.normal(0.74, 0.04, n_clone),
+                            rng.normal(0.69, 0.04, n_norm)]).astype(np.float32)
+    p = SimpleNamespace(view=_View({"CD38": cd38, "CD138": cd138}), masks={}, template=SimpleNamespace(source="test"))
+    given = {"CD138": (0.45, None)}
+    rule = BoundRule("valley", window=(0.6, 0.8), given=given,
+                     fallback=BoundRule("above_negative", window=(0.6, 0.8), given=given))
+    placed = place_bound(p, "PC", "CD38", "min", rule, np.ones(cd38.size, bool), {"CD38": (None, None)})
+    clone = cd38[n_neg:n_neg + n_clone]
+    assert float(np.mean(clone >= placed.value)) > 0.95, placed
+    assert placed.evidence.fallback and "above_negative" in placed.evidence.fallback

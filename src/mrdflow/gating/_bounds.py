@@ -26,9 +26,13 @@ import numpy as np
 from mrdflow.gating._density import density, threshold_valley
 from mrdflow.gating._evidence import (
     DEEP_VALLEY,
+    MIN_EVENTS,
     BoundEvidence,
+    above_negative_cut,
     assess,
     fixed_evidence,
+    missed_population,
+    negative_mode,
     populations_modes,
     populations_valley,
 )
@@ -129,6 +133,11 @@ def place_bound(placement: Placement, gate_id: str, dim: str, side: str, rule: B
         ctx.floor_note = f"; floor {f:.3f} ({rule.floor.population or 'parent'} {fnote})"
     t, note = method.place(ctx)
     ev = ctx.evidence if ctx.evidence is not None else assess(rule.method, ctx.values, t, ctx.window, ctx.side)
+    if ev.sure and rule.method == "valley" and side == "min" and rule.fallback is not None \
+            and rule.fallback.method == "above_negative":
+        missed = missed_population(ctx.values, t, ctx.window, _negative(ctx))
+        if missed is not None:
+            ev = replace(ev, sure=False, reason=missed)
     if ev.sure or rule.method != "valley":
         return PlacedBound(t, note, ev)
     return _fall_back(ctx, PlacedBound(t, note, ev))
@@ -262,11 +271,24 @@ def _populations(ctx: BoundContext) -> tuple[float, str]:
 
 
 def _above_negative(ctx: BoundContext) -> tuple[float, str]:
-    """The valley just above the lowest population (the negative one), wherever the window is:
-    every event above the negative population is positive, however dim (NaN when fewer than two
-    populations are found)."""
-    t, note = populations_valley(ctx.values, ctx.window, above_lowest=True)
+    """The cut just above the negative population, wherever the window is: the negative
+    population from the parent's events, the cut at the density minimum of the bound's events
+    between it and their lowest population above it (every event above the negative population is
+    positive, however dim; NaN when there is no such population)."""
+    t, note = above_negative_cut(ctx.values, ctx.window, _negative(ctx))
     return (float("nan") if t is None else t), note
+
+
+def _negative(ctx: BoundContext) -> float | None:
+    """Where the negative population sits on the bound's axis (gate units): the lowest mode of the
+    parent's events that are not candidates (outside the rule's ``given`` ranges, e.g. the CD138-
+    nucleated cells for a PC gate's CD38 bound), or of the whole parent when the rule has no
+    ``given``. The candidates are left out because a large CD38-dim clone would otherwise be the
+    parent's lowest mode and pass for the negative population."""
+    parent = ctx.parent_mask
+    others = parent & ~_selection(ctx.placement, ctx.rule, parent)
+    mask = others if ctx.rule.given and int(others.sum()) >= MIN_EVENTS else parent
+    return negative_mode(ctx.placement.view.values(ctx.dim)[mask], ctx.window)
 
 
 def _robust_tail(values: np.ndarray, window: tuple[float, float], k: float) -> tuple[float, str]:

@@ -35,7 +35,7 @@ import numpy as np
 
 from mrdflow.gating._density import Density, density, valley_between
 
-__all__ = ["BoundEvidence", "assess", "populations_valley"]
+__all__ = ["BoundEvidence", "above_negative_cut", "assess", "missed_population", "negative_mode", "populations_valley"]
 
 #: A bound within this fraction of its window's width from an edge is "on the edge": the valley
 #: search clamps to the window, so a value pinned within 2% of the width of an edge (a grid step
@@ -220,3 +220,60 @@ def populations_valley(values: np.ndarray, window: tuple[float, float], *,
         return None, "populations: no valley between the modes"
     modes_txt = ", ".join(f"{m:.2f}" for m in modes)
     return best[2], f"populations at {modes_txt}: valley {best[2]:.3f} (depth {-best[1]:.2f})"
+
+
+
+def negative_mode(parent_values: np.ndarray, window: tuple[float, float]) -> float | None:
+    """Where the negative population sits on this axis: the lowest mode of the parent's events
+    (gate units), or None with too few events. Taken from the parent (e.g. every nucleated cell),
+    not from the events the bound is placed on: a CD138+ selection may hold no CD38-negative cell
+    at all, and its lowest mode is then the dimmest plasma-cell population."""
+    v = parent_values[np.isfinite(parent_values)]
+    if v.size < MIN_EVENTS:
+        return None
+    modes = _modes(_axis_density(v, window))
+    return float(modes[0]) if modes.size else None
+
+
+def missed_population(values: np.ndarray, cut: float, window: tuple[float, float],
+                      negative: float | None) -> str | None:
+    """For a min bound whose rule says "every event above the negative population is positive"
+    (its fallback is ``above_negative``): the reason the cut is wrong when a population of the
+    events the bound is placed on lies above the ``negative`` population (:func:`negative_mode`)
+    and below both the cut and the window, else None.
+
+    A valley found inside the window can be deep and clean and still be the wrong valley: when the
+    positive population sits below the window (CD38-dim plasma cells after anti-CD38 therapy, or a
+    whole instrument's scale shifted), the search finds the empty tail above it, and the gate loses
+    the population it exists for.
+    """
+    v = values[np.isfinite(values)]
+    if negative is None or v.size < MIN_EVENTS:
+        return None
+    modes = _modes(_axis_density(v, window))
+    between = [float(m) for m in modes if negative < m < cut and m < window[0]]
+    if not between:
+        return None
+    return (f"a population at {between[0]:.2f} lies between the negative population ({negative:.2f}) "
+            f"and the cut {cut:.3f}, below the window [{window[0]:.2f}, {window[1]:.2f}]")
+
+
+def above_negative_cut(values: np.ndarray, window: tuple[float, float],
+                       negative: float | None) -> tuple[float | None, str]:
+    """The cut just above the negative population: the density minimum of ``values`` (the events
+    the bound is placed on) between the ``negative`` mode (:func:`negative_mode`, from the parent)
+    and the lowest population of ``values`` above it. Every event above the cut is positive,
+    however dim. Returns (cut in gate units, or None when there is no such population; a note)."""
+    v = values[np.isfinite(values)]
+    if negative is None:
+        return None, "above_negative: no negative population in the parent"
+    if v.size < MIN_EVENTS:
+        return None, f"above_negative: too few events ({v.size})"
+    d = _axis_density(v, window)
+    above = [float(m) for m in _modes(d) if m > negative]
+    if not above:
+        return None, f"above_negative: no population above the negative one ({negative:.2f})"
+    sel = (d.x >= negative) & (d.x <= above[0])
+    cut = float(d.x[sel][np.argmin(d.y[sel])])
+    return cut, (f"above_negative: negative population {negative:.2f}, lowest population above it "
+                 f"{above[0]:.2f}: density minimum {cut:.3f} between them")
