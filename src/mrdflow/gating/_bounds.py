@@ -135,8 +135,9 @@ def place_bound(placement: Placement, gate_id: str, dim: str, side: str, rule: B
     ev = ctx.evidence if ctx.evidence is not None else assess(rule.method, ctx.values, t, ctx.window, ctx.side)
     if ev.sure and rule.method == "valley" and side == "min" and rule.fallback is not None \
             and rule.fallback.method == "above_negative":
-        missed = missed_population(ctx.values, t, ctx.window, _negative(ctx))
-        if missed is not None:
+        negative = _negative(ctx)
+        missed = missed_population(ctx.values, t, ctx.window, negative)
+        if missed is not None and _same_kind(ctx, negative, t):
             ev = replace(ev, sure=False, reason=missed)
     if ev.sure or rule.method != "valley":
         return PlacedBound(t, note, ev)
@@ -277,6 +278,31 @@ def _above_negative(ctx: BoundContext) -> tuple[float, str]:
     positive, however dim; NaN when there is no such population)."""
     t, note = above_negative_cut(ctx.values, ctx.window, _negative(ctx))
     return (float("nan") if t is None else t), note
+
+
+def _same_kind(ctx: BoundContext, negative: float | None, cut: float) -> bool:
+    """Whether the candidate events between the negative population and ``cut`` are the same kind
+    as those above the cut on every dimension the rule's ``given`` selects them by (e.g. as
+    CD138-bright as the plasma cells the cut keeps): their median on that dimension at least the
+    kept events' 10th percentile. Events that only graze a ``given`` threshold (CD138-dim
+    eosinophils and doublets in a marrow where plasma cells are rare) are not a missed population;
+    CD38-dim plasma cells, as CD138-bright as the others, are. True when nothing is kept to compare
+    with (nothing speaks against the candidates)."""
+    if negative is None:
+        return False
+    sel = _selection(ctx.placement, ctx.rule, ctx.parent_mask)
+    v = ctx.placement.view.values(ctx.dim)
+    between = sel & (v > negative) & (v < cut)
+    kept = sel & (v >= cut)
+    if int(kept.sum()) < MIN_EVENTS:
+        return True
+    for gdim, (lo, _hi) in ctx.rule.given.items():
+        if lo is None:
+            continue
+        g = ctx.placement.view.values(gdim)
+        if float(np.median(g[between])) < float(np.percentile(g[kept], 10)):
+            return False
+    return True
 
 
 def _negative(ctx: BoundContext) -> float | None:
