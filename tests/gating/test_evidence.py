@@ -148,3 +148,16 @@ def test_cd38_dim_clone_without_cd38_negative_cd138_events():
     clone = cd38[n_neg:n_neg + n_clone]
     assert float(np.mean(clone >= placed.value)) > 0.95, placed
     assert placed.evidence.fallback and "above_negative" in placed.evidence.fallback
+
+
+def test_generic_fallback_far_from_the_window_is_not_sure():
+    """Mast cells (CD117-bright, rare) expected in [0.68, 0.82]; a large CD117-dim population (a
+    CD117+ clone) at 0.66 fills the window's low end. The generic fallback finds the valley between
+    the negatives and the dim population, far below the window: it separates other populations than
+    the template's, so the bound must not be reported as sure."""
+    rng = np.random.default_rng(5)
+    v = np.concatenate([rng.normal(0.14, 0.05, 12000), rng.normal(0.66, 0.04, 8000),
+                        rng.normal(0.8, 0.02, 5)]).astype(np.float32)
+    placed = _place(v, window=(0.68, 0.82))
+    assert not placed.evidence.sure, placed
+    assert placed.evidence.reason

@@ -163,12 +163,19 @@ def _fall_back(ctx: BoundContext, primary: PlacedBound) -> PlacedBound:
         return PlacedBound(primary.value, f"{primary.note}; {fb.method}: {note}", ev)
     whole = assess(fb.method, ctx.values, t, (0.0, 1.0), ctx.side)
     deep = whole.valley_depth is not None and whole.valley_depth >= DEEP_VALLEY
-    sure = whole.sure and deep
+    w = ctx.window
+    # The generic fallback (populations, no rule of its own) trusts the template's window as a prior:
+    # a valley more than one window width away from it separates other populations than the ones
+    # the template drew the gate between (e.g. a CD117-dim clone, not the CD117-bright mast cells),
+    # so it is kept only as an unsure value. A rule's own fallback (above_negative) says where the
+    # cut belongs whatever the window, and is judged by its valley alone.
+    far = rule.fallback is None and max(w[0] - t, t - w[1], 0.0) > (w[1] - w[0])
+    sure = whole.sure and deep and not far
     reason = None if sure else (
         f"{primary.evidence.reason}; fallback {fb.method} {t:.3f}: "
-        + (whole.reason or f"valley depth {whole.valley_depth if whole.valley_depth is not None else 0:.2f}"
-           f" < {DEEP_VALLEY}"))
-    w = ctx.window
+        + (f"{max(w[0] - t, t - w[1]):.3f} from the window [{w[0]:.2f}, {w[1]:.2f}], more than its width"
+           if far else whole.reason
+           or f"valley depth {whole.valley_depth if whole.valley_depth is not None else 0:.2f} < {DEEP_VALLEY}"))
     ev = replace(whole, method=rule.method, window=(float(w[0]), float(w[1])),
                  edge_distance=float(min(abs(t - w[0]), abs(w[1] - t))),
                  fallback=f"{fb.method}: {note} (the valley {primary.value:.3f} was uncertain: {why})",
