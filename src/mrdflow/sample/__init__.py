@@ -42,13 +42,13 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         ],
         "_plots": [
             "plot_gating",
-            "plot_file_name",
         ],
         "_outputs": [
             "SAMPLE_DIR",
             "SampleFiles",
             "SAMPLE_FILES",
             "sample_file",
+            "plot_file_name",
         ],
     },
 )

@@ -8,9 +8,10 @@ here. Light on purpose (strings only): the Snakefile imports it while it is pars
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 
-__all__ = ["SAMPLE_DIR", "SampleFiles", "SAMPLE_FILES", "sample_file"]
+__all__ = ["SAMPLE_DIR", "SampleFiles", "SAMPLE_FILES", "sample_file", "plot_file_name"]
 
 #: A sample's folder, relative to the workflow's working directory (``{sample}``: its sample_id).
 SAMPLE_DIR = "results/samples/{sample}"
@@ -46,3 +47,11 @@ def sample_file(name: str, sample: str = "{sample}") -> str:
     """Path of one of a sample's files by its name in :class:`SampleFiles` (``"metrics"`` →
     ``results/samples/{sample}/metrics.json``); ``sample`` fills the folder, or stays a wildcard."""
     return f"{SAMPLE_DIR.format(sample=sample)}/{getattr(SAMPLE_FILES, name)}"
+
+
+def plot_file_name(index: int, gate_id: str, n_steps: int = 0) -> str:
+    """``<NN>_<gate_id>.png`` for the step at 1-based ``index`` (NN zero-padded to 2 digits, more
+    when there are 100+ steps); characters unsafe in file names become ``_``."""
+    width = max(2, len(str(n_steps)))
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", gate_id)
+    return f"{index:0{width}d}_{safe}.png"

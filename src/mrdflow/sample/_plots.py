@@ -41,6 +41,7 @@ from matplotlib.patches import Polygon, Rectangle
 
 from mrdflow.atomic import atomic_path
 from mrdflow.gating import GateStep, TubeGating, combine_boolean, points_in_polygon
+from mrdflow.sample._outputs import plot_file_name
 from mrdflow.sample._plot_panels import (
     _RC,
     BINS_2D,
@@ -61,7 +62,7 @@ from mrdflow.sample._plot_panels import (
     _sample_note,
 )
 
-__all__ = ["plot_gating", "plot_file_name"]
+__all__ = ["plot_gating"]
 
 FL_LIMITS = (-0.05, 1.05)
 SCATTER_LIMITS = (0.0, 1.05)
@@ -77,14 +78,6 @@ _BAD_RE = re.compile(r"^(?P<group>.+)_bad(?P<n>\d+)$")
 # ---------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------
-
-def plot_file_name(index: int, gate_id: str, n_steps: int = 0) -> str:
-    """``<NN>_<gate_id>.png`` for the step at 1-based ``index`` (NN zero-padded to 2 digits, more
-    when there are 100+ steps); characters unsafe in file names become ``_``."""
-    width = max(2, len(str(n_steps)))
-    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", gate_id)
-    return f"{index:0{width}d}_{safe}.png"
-
 
 def plot_gating(g: TubeGating, outdir: str | Path, *, title: str, max_events: int = 10**6,
                 dpi: int = 110) -> list[Path]:
