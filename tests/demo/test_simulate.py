@@ -364,3 +364,24 @@ def test_demo_design_reproduces_poster():
     assert np.median([float(c["follow_up_months"]) for c in clin.values()]) == pytest.approx(4.14)
     assert sum(c["best_response"] in ("sCR", "CR", "VGPR", "PR") for c in clin.values()) == 6
     assert clin["PT04"]["infusion2_date"] and float(clin["PT04"]["infusion2_dose_cells"]) == 4.5e8
+
+
+def test_design_overrides_replace_instrument_and_biology_only():
+    from mrdflow.demo._simulate import with_overrides
+
+    design = {"instrument": {"cyt": "FACSCanto II"}, "biology": None, "patients": {}}
+    out = with_overrides(design, {"instrument": "beckman", "biology": "anti_cd38"})
+    assert out["instrument"] == "beckman" and out["biology"] == "anti_cd38"
+    assert design["instrument"] == {"cyt": "FACSCanto II"}
+    assert with_overrides(design, {"instrument": None, "biology": None}) == design
+    with pytest.raises(ValueError, match="patients"):
+        with_overrides(design, {"patients": {}})
+
+
+def test_config_names_the_profiles_of_the_demo_variant():
+    from mrdflow.config import load_config
+
+    cfg = load_config(REPO / "config" / "demo_profile2" / "config.yaml")
+    assert cfg["simulate"]["instrument"] == "beckman" and cfg["simulate"]["biology"] == "anti_cd38"
+    assert cfg["simulate"]["design"] == "resources/demo/design.yaml"
+    assert load_config(REPO / "config" / "config.yaml")["simulate"]["instrument"] is None

@@ -148,6 +148,26 @@ def test_cd38_dim_clone_without_cd38_negative_cd138_events():
     clone = cd38[n_neg:n_neg + n_clone]
     assert float(np.mean(clone >= placed.value)) > 0.95, placed
     assert placed.evidence.fallback and "above_negative" in placed.evidence.fallback
+    # The candidates hold no negative cell: the one-sided valley (the rise from the cut to the
+    # clone) is the evidence, and it is deep, so the corrected cut is reported as sure.
+    assert placed.evidence.sure and placed.evidence.valley_depth >= 0.5, placed.evidence
+
+
+def test_clone_merging_into_the_negative_population_stays_unsure():
+    """A CD38-dim clone that reaches into the CD38-negative population (no gap between them on
+    the candidates' axis): the above_negative cut has nothing to sit in, and must stay unsure."""
+    rng = np.random.default_rng(4)
+    n_neg, n_clone = 20000, 8000
+    cd38 = np.concatenate([rng.normal(0.33, 0.06, n_neg), rng.normal(0.40, 0.08, n_clone)]).astype(np.float32)
+    cd138 = np.concatenate([rng.normal(0.2, 0.07, n_neg), rng.normal(0.74, 0.04, n_clone)]).astype(np.float32)
+    p = SimpleNamespace(view=_View({"CD38": cd38, "CD138": cd138}), masks={}, template=SimpleNamespace(source="test"))
+    given = {"CD138": (0.45, None)}
+    rule = BoundRule("valley", window=(0.6, 0.8), given=given,
+                     fallback=BoundRule("above_negative", window=(0.6, 0.8), given=given))
+    placed = place_bound(p, "PC", "CD38", "min", rule, np.ones(cd38.size, bool), {"CD38": (None, None)})
+    clone = cd38[n_neg:]
+    assert float(np.mean(clone >= placed.value)) > 0.95 or not placed.evidence.sure, placed
+    assert not placed.evidence.sure, placed.evidence
 
 
 def test_generic_fallback_far_from_the_window_is_not_sure():

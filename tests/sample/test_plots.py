@@ -132,3 +132,15 @@ def test_empty_parent_still_plots(gated, tmp_path):
     paths = _plot(g, tmp_path)
     assert [p.name for p in paths] == ["01_Nucleated.png", "02_PC.png"]
     assert all(p.read_bytes()[:8] == PNG_MAGIC for p in paths)
+
+
+def test_an_unsure_gate_says_so_on_its_plot():
+    from mrdflow.gating import GateStep
+    from mrdflow.sample._plot_panels import _headline, _rect_caption
+
+    step = GateStep("PC", "Nucleated", "rect", ("CD38", "CD138"), bounds={"CD38": (0.8, None)},
+                    how={"CD38.min": "valley 0.800 in [0.60, 0.80]"}, count=10)
+    assert "UNSURE" not in _headline(step, 100) and not _rect_caption(step, ("CD38", "CD138"))[0].startswith("Review")
+    step.review = "PC: CD38.min 0.800 on the edge of its search window [0.60, 0.80]"
+    assert "UNSURE" in _headline(step, 100)
+    assert _rect_caption(step, ("CD38", "CD138"))[0] == f"Review needed: {step.review}"

@@ -12,6 +12,8 @@ if SIMULATED:
             outdir=lambda wildcards, output: os.path.dirname(output.truth),
             seed=config["simulate"]["seed"],
             events_scale=config["simulate"]["events_scale"],
+            instrument=config["simulate"]["instrument"],
+            biology=config["simulate"]["biology"],
         threads: 8  # scaled down to --cores by Snakemake
         resources:
             mem_mb=4000,

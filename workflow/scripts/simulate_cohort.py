@@ -13,6 +13,9 @@ config = setup(smk)
 argv = ["--samples", str(smk.input.samples), "--design", str(smk.input.design), "--out", str(smk.params.outdir),
         "--seed", str(smk.params.seed), "--events-scale", str(smk.params.events_scale),
         "--jobs", str(max(1, int(smk.threads)))]
+for key in ("instrument", "biology"):  # the design's own unless the config names another profile
+    if smk.params[key]:
+        argv += [f"--{key}", str(smk.params[key])]
 with open(smk.log[0], "a") as fh, contextlib.redirect_stderr(fh):
     rc = main(argv)
 if rc:

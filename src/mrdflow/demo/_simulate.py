@@ -409,11 +409,13 @@ def _run_one(args):
 
 def simulate_cohort(samples_tsv, design_yaml, outdir, seed: int = 596, events_scale: float = 1.0,
                     jobs: int = 1, only: Sequence[str] | str | None = None,
-                    verbose: bool = False) -> list[dict]:
+                    verbose: bool = False, overrides: Mapping[str, Any] | None = None) -> list[dict]:
     """Write every file of the sample sheet under ``outdir`` (+ labels and truth per file and
     ``truth.tsv``). Files whose truth matches (same seed, scale, design, simulator) are skipped.
-    ``only`` restricts to sample ids, patient ids or fcs paths."""
-    design = load_design(design_yaml)
+    ``only`` restricts to sample ids, patient ids or fcs paths. ``overrides`` replace top-level
+    keys of the design (``instrument``, ``biology``): the same cohort acquired on another
+    instrument or with another biology, without a copy of the design."""
+    design = with_overrides(load_design(design_yaml), overrides)
     rows = read_samples_tsv(samples_tsv)
     if only:
         sel = {only} if isinstance(only, str) else set(only)
@@ -456,6 +458,19 @@ def simulate_cohort(samples_tsv, design_yaml, outdir, seed: int = 596, events_sc
     return ordered
 
 
+#: Design keys a run may override (config ``simulate.instrument`` / ``simulate.biology``).
+OVERRIDABLE = ("instrument", "biology")
+
+
+def with_overrides(design: dict, overrides: Mapping[str, Any] | None) -> dict:
+    """``design`` with its top-level ``instrument``/``biology`` replaced by ``overrides``' (a
+    value of None leaves the design's); other keys are refused."""
+    extra = set(overrides or {}) - set(OVERRIDABLE)
+    if extra:
+        raise ValueError(f"design overrides {sorted(extra)} are not among {list(OVERRIDABLE)}")
+    return {**design, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mrdflow-simulate",
                                  description="Simulate the FCS files of a sample sheet "
@@ -469,14 +484,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="sample ids, patient ids or fcs paths")
     ap.add_argument("--write-samples", metavar="TSV",
                     help="write the sample sheet implied by --design to TSV and exit")
+    ap.add_argument("--instrument", help="instrument profile in place of the design's (bd, beckman)")
+    ap.add_argument("--biology", help="biology profile in place of the design's (default, anti_cd38)")
     ap.add_argument("-q", "--quiet", action="store_true")
     a = ap.parse_args(argv)
+    overrides = {"instrument": a.instrument, "biology": a.biology}
     if a.write_samples:
-        write_samples_tsv(make_samples(load_design(a.design)), a.write_samples)
+        write_samples_tsv(make_samples(with_overrides(load_design(a.design), overrides)), a.write_samples)
         return 0
     t0 = _time.perf_counter()
     ts = simulate_cohort(a.samples, a.design, a.out, seed=a.seed, events_scale=a.events_scale,
-                         jobs=a.jobs, only=a.only, verbose=not a.quiet)
+                         jobs=a.jobs, only=a.only, verbose=not a.quiet, overrides=overrides)
     made = sum(1 for t in ts if not t.get("skipped"))
     print(f"{len(ts)} files ({made} simulated, {len(ts) - made} up to date) in "
           f"{_time.perf_counter() - t0:.1f} s -> {a.out}", file=sys.stderr)

@@ -35,6 +35,7 @@ from mrdflow.gating._evidence import (
     negative_mode,
     populations_modes,
     populations_valley,
+    rise_depth,
 )
 from mrdflow.gating._rules import BoundRule, GatingError
 
@@ -162,6 +163,11 @@ def _fall_back(ctx: BoundContext, primary: PlacedBound) -> PlacedBound:
         ev = replace(primary.evidence, fallback=f"{fb.method}: {note} (tried because {why})")
         return PlacedBound(primary.value, f"{primary.note}; {fb.method}: {note}", ev)
     whole = assess(fb.method, ctx.values, t, (0.0, 1.0), ctx.side)
+    if fb.method == "above_negative" and whole.valley_depth is None:
+        # The candidates hold no negative population below the cut: judge the one-sided valley,
+        # the rise from the cut to the population the gate keeps.
+        depth, prominence = rise_depth(ctx.values, t, (0.0, 1.0))
+        whole = replace(whole, valley_depth=depth, prominence=prominence)
     deep = whole.valley_depth is not None and whole.valley_depth >= DEEP_VALLEY
     w = ctx.window
     # The generic fallback (populations, no rule of its own) trusts the template's window as a prior:

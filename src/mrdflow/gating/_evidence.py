@@ -277,3 +277,27 @@ def above_negative_cut(values: np.ndarray, window: tuple[float, float],
     cut = float(d.x[sel][np.argmin(d.y[sel])])
     return cut, (f"above_negative: negative population {negative:.2f}, lowest population above it "
                  f"{above[0]:.2f}: density minimum {cut:.3f} between them")
+
+
+def rise_depth(values: np.ndarray, cut: float, window: tuple[float, float]) -> tuple[float | None, float | None]:
+    """(depth, prominence) of a one-sided valley: how far the density of ``values`` at ``cut``
+    lies below the nearest population above it (``1 - density(cut) / density(mode)``; prominence
+    as a fraction of the peak), or (None, None) when no population lies above the cut.
+
+    An ``above_negative`` cut sits between the negative population, found in the parent's
+    non-candidate events, and the candidates' lowest population; the candidates themselves need
+    not hold any negative events, so their density has no population below the cut and the
+    two-sided depth of :func:`assess` is undefined. The rise from the cut to the population the
+    gate keeps is then the evidence that the cut lies in a gap and not through that population."""
+    v = values[np.isfinite(values)]
+    if v.size < MIN_EVENTS:
+        return None, None
+    d = _axis_density(v, window)
+    above = _modes(d)
+    above = above[above > cut]
+    if not above.size:
+        return None, None
+    peak, at = _at(d, float(above[0])), _at(d, cut)
+    if peak <= 0:
+        return None, None
+    return float(np.clip(1.0 - at / peak, 0.0, 1.0)), float(max(peak - at, 0.0) / d.y.max())

@@ -129,13 +129,15 @@ def _bound_text(dim: str, lo: float | None, hi: float | None) -> str:
 
 def _headline(step: GateStep, parent_total: int) -> str:
     parent = step.parent or "all events"
+    unsure = "   [UNSURE: review]" if getattr(step, "review", None) else ""
     return (f"{step.gate_id}  —  {step.count:,} events = {_pct(step.count, parent_total)} "
-            f"of {parent} ({parent_total:,})")
+            f"of {parent} ({parent_total:,}){unsure}")
 
 
 def _rect_caption(step: GateStep, drawn: Sequence[str]) -> list[str]:
-    """One line per bound: where it sits and how it was placed; bounds off the plot are marked."""
-    lines = []
+    """One line per bound: where it sits and how it was placed; bounds off the plot are marked. An
+    unsure gate (``step.review``) says so first, with why: this is the plot a reviewer opens."""
+    lines = [f"Review needed: {step.review}"] if getattr(step, "review", None) else []
     for dim, (lo, hi) in step.bounds.items():
         extra = "" if dim in drawn else "   [not drawn: other axis]"
         for side, val in (("min", lo), ("max", hi)):
