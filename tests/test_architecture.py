@@ -20,6 +20,7 @@ LAYERS = {
     "config": 2,
     "io": 3, "metrics": 3,
     "gating": 4, "clustering": 4,
+    "calibration": 4.5,  # a lab tool over gating/io/config: below the per-sample stage, never importing it
     "sample": 5,
     "cohort": 6,
     "demo": 7, "rules": 7,
@@ -120,6 +121,7 @@ def test_rule_files_reach_their_package_and_scripts_are_named_after_their_rules(
     "from mrdflow.cohort import sample_metrics_rows, COHORT_FIGURES",
     "from mrdflow.clustering import PCModel",
     "import mrdflow.gating",
+    "import mrdflow.calibration",
 ])
 def test_stages_that_do_not_gate_do_not_load_flowkit(names):
     code = f"{names}\nimport sys\nprint(sorted(m for m in ('flowkit', 'bokeh') if m in sys.modules))"

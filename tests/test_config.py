@@ -150,7 +150,7 @@ def test_validate_config_fills_every_default_from_the_schema():
         assert cfg[section] == schema_defaults(section)
     assert cfg["panels_dir"] == "resources/panels" and cfg["gating_dir"] == "resources/gating"
     assert cfg["panels"]["ngf_tube1"]["compensation"] == "fcs"
-    assert cfg["simulate"] == {"enabled": False, "seed": 596, "events_scale": 1.0}
+    assert cfg["simulate"] == {"enabled": False, "seed": 596, "events_scale": 1.0, "instrument": None, "biology": None}
     assert cfg["clustering"]["reference"] == "resources/reference/normal_pc.yaml"
     assert cfg["sample"] == {"min_events": 1000, "plots": True, "placement_events": 5_000_000}
     assert {k: v for k, v in cfg["cohort"].items() if k != "associations"} == {

@@ -1,4 +1,5 @@
 """Panel resolution: $PnS first, $PnN second, tolerant of case/spaces/hyphens/fluorochromes."""
+import re
 from pathlib import Path
 
 import pytest
@@ -108,4 +109,63 @@ def test_unknown_readout_is_named(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("name: x\nreadout: mrd\nmarkers:\n  CD3: {aliases: [CD3]}\n")
     with pytest.raises(PanelError, match=r"bad.yaml: readout: 'mrd' is not one of \['pc_mrd', 'nk', 'cart'\]"):
+        load_panel(p)
+
+
+# ---- a marker read on other markers' channels (shares) ----------------------------------------
+CART_PNN = ["FSC-A", "FSC-H", "SSC-A", "BV421-A", "BV510-A", "FITC-A", "PE-A", "PE-Cy7-A", "APC-H7-A", "Time"]
+CART_PNS = ["", "", "", "Viability", "CD45", "CD3", "CAR", "CD4", "CD8", ""]
+
+
+def _shared_panel(tmp_path, beads: str):
+    text = (PANELS / "pb_cart.yaml").read_text()
+    lines = [f"  Beads: {beads}" if line.startswith("  Beads:") else line for line in text.splitlines()]
+    p = tmp_path / "pb_cart.yaml"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def test_shared_marker_resolves_without_a_channel_of_its_own(tmp_path):
+    panel = load_panel(_shared_panel(tmp_path, "{aliases: [Beads, CountBright], shares: [CD4, CD8]}"))
+    assert panel.marker("Beads").shares == ("CD4", "CD8")
+    r = resolve_panel(panel, CART_PNN, CART_PNS, file="t.fcs")
+    assert r.shared == {"Beads": ("CD4", "CD8")}
+    assert "Beads" not in r.index and "Beads" not in r.pnn
+    assert r.pnn["CD8"] == "APC-H7-A"
+    one = resolve_panel(load_panel(_shared_panel(tmp_path, "{aliases: [Beads], shares: [CD8]}")), CART_PNN, CART_PNS)
+    assert one.shared == {"Beads": ("CD8",)}
+
+
+def test_own_bead_channel_panel_is_as_before():
+    panel = load_panel(PANELS / "pb_cart.yaml")
+    assert all(not m.shares for m in panel.all)
+    r = resolve_panel(panel, [*CART_PNN[:-1], "APC-A", "Time"], [*CART_PNS[:-1], "Beads", ""])
+    assert r.shared == {} and r.pnn["Beads"] == "APC-A"
+    with pytest.raises(PanelError, match="'Beads'"):  # the own channel is still required
+        resolve_panel(panel, CART_PNN, CART_PNS)
+
+
+@pytest.mark.parametrize("beads, message", [
+    ("{aliases: [Beads], shares: [CD99]}", r"marker 'Beads': shares: 'CD99' is not a fluorescence marker of the panel"),
+    ("{aliases: [Beads], shares: [Beads, CD8]}", r"marker 'Beads': 'shares' names the marker itself"),
+    ("{aliases: [Beads], shares: []}", r"marker 'Beads': 'shares' must be a non-empty list of marker names"),
+    ("{aliases: [Beads], shares: CD8}", r"marker 'Beads': 'shares' must be a non-empty list of marker names"),
+    ("{aliases: [Beads], shares: [CD8, CD8]}", r"marker 'Beads': 'shares' names a marker twice"),
+    ("{aliases: [Beads], shares: [FSC-A]}", r"marker 'Beads': shares: 'FSC-A' is not a fluorescence marker"),
+    ("{aliases: [Beads], shares: [CD8], detector: APC-A}", r"marker 'Beads': 'shares' \(no channel of its own\) and"),
+])
+def test_bad_shares_are_refused_naming_file_and_field(tmp_path, beads, message):
+    path = _shared_panel(tmp_path, beads)
+    with pytest.raises(PanelError, match=re.escape(str(path)) + ": " + message):
+        load_panel(path)
+
+
+def test_a_shared_marker_cannot_be_shared(tmp_path):
+    p = tmp_path / "lab.yaml"
+    p.write_text("name: lab\nmarkers:\n  CD4: {aliases: [CD4]}\n  CD8: {aliases: [CD8]}\n"
+                 "  Beads: {aliases: [Beads], shares: [CD4, CD8]}\n  Other: {aliases: [X], shares: [Beads]}\n")
+    with pytest.raises(PanelError, match=r"marker 'Other': shares: 'Beads' shares channels itself"):
+        load_panel(p)
+    p.write_text("name: lab\nscatter:\n  FSC-A: {aliases: [FSC-A], shares: [CD4]}\nmarkers:\n  CD4: {aliases: [CD4]}\n")
+    with pytest.raises(PanelError, match=r"marker 'FSC-A' has unknown field\(s\) \['shares'\]"):
         load_panel(p)

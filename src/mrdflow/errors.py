@@ -11,3 +11,7 @@ class ConfigError(MrdflowError):
 
 class PanelError(MrdflowError):
     """A panel marker cannot be resolved to a channel of an FCS file."""
+
+
+class CalibrationError(MrdflowError):
+    """An instrument calibration cannot be made (names the panel, file or marker and the cause)."""

@@ -11,6 +11,14 @@ A panel entry may name a ``detector``: the instrument channel the lab acquires t
 used only for controls that leave the marker unstained on purpose (an FMO tube) — never to guess a
 stained marker.
 
+A marker may have no channel of its own and be read on other markers' channels: ``shares: [CD4,
+CD8]`` (one or several fluorescence markers of the same panel, each with a channel of its own).
+Counting beads such as CountBright or Trucount are bright in every channel, so a lab with no free
+channel reads them on the channels of markers that no cell carries together. Resolution then looks
+for no channel for that marker (:attr:`ResolvedPanel.shared` records what it shares); the gating
+view gives it, per event, the minimum of the shared markers' gate-unit values
+(:class:`mrdflow.gating.TubeView`).
+
 A panel names the read-out it feeds with ``readout:`` (one of :data:`READOUTS`): ``pc_mrd`` (marrow
 plasma cells, the cohort PC model and the MRD call), ``nk`` (NK cells and NKG2A) or ``cart`` (CAR-T
 absolute counts). A panel without ``readout`` is gated and its populations counted, and feeds no
@@ -105,6 +113,7 @@ class Marker:
     fluorochrome: str = ""
     detector: str = ""
     scatter: bool = False
+    shares: tuple[str, ...] = ()  # markers whose channels it is read on (no channel of its own)
 
     def keys(self) -> set[str]:
         return {normalize_label(a) for a in (self.name, *self.aliases) if normalize_label(a)}
@@ -136,12 +145,17 @@ class Panel:
 
 @dataclass(frozen=True)
 class ResolvedPanel:
-    """A panel matched to one file's channels: marker name -> column index and $PnN."""
+    """A panel matched to one file's channels: marker name -> column index and $PnN.
+
+    ``shared``: marker -> the markers whose channels it is read on (a panel entry's ``shares``);
+    such a marker is in neither ``index`` nor ``pnn``.
+    """
 
     panel: Panel
     index: Mapping[str, int]
     pnn: Mapping[str, str]
     via: Mapping[str, str] = field(default_factory=dict)  # marker -> "$PnS" | "$PnN" | "detector"
+    shared: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def columns(self, names: Iterable[str]) -> list[int]:
         return [self.index[n] for n in names]
@@ -153,19 +167,43 @@ class ResolvedPanel:
 
 def _marker_from(name: str, spec: Mapping | None, *, scatter: bool, source: str) -> Marker:
     spec = dict(spec or {})
-    unknown = set(spec) - {"aliases", "fluorochrome", "detector"}
+    unknown = set(spec) - {"aliases", "fluorochrome", "detector", *(() if scatter else ("shares",))}
     if unknown:
         raise PanelError(f"{source}: marker {name!r} has unknown field(s) {sorted(unknown)}")
     aliases = spec.get("aliases") or []
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise PanelError(f"{source}: marker {name!r}: 'aliases' must be a list of strings")
+    shares = spec.get("shares", ())
+    if "shares" in spec:
+        if not isinstance(shares, list) or not shares or not all(isinstance(s, str) for s in shares):
+            raise PanelError(f"{source}: marker {name!r}: 'shares' must be a non-empty list of marker names")
+        if len(set(shares)) != len(shares):
+            raise PanelError(f"{source}: marker {name!r}: 'shares' names a marker twice ({shares})")
+        if spec.get("detector"):
+            raise PanelError(f"{source}: marker {name!r}: 'shares' (no channel of its own) and 'detector' "
+                             "exclude each other")
     return Marker(
         name=str(name),
         aliases=tuple(aliases),
         fluorochrome=str(spec.get("fluorochrome", "")),
         detector=str(spec.get("detector", "")),
         scatter=scatter,
+        shares=tuple(str(s) for s in shares),
     )
+
+
+def _check_shares(markers: Sequence[Marker], source: str) -> None:
+    """Every ``shares`` names other fluorescence markers of the panel, each with a channel of its
+    own (errors name the file and the field)."""
+    own = {m.name for m in markers if not m.shares}
+    for m in markers:
+        for s in m.shares:
+            if s == m.name:
+                raise PanelError(f"{source}: marker {m.name!r}: 'shares' names the marker itself")
+            if s not in own:
+                why = ("shares channels itself" if s in {x.name for x in markers}
+                       else f"is not a fluorescence marker of the panel ({sorted(own)})")
+                raise PanelError(f"{source}: marker {m.name!r}: shares: {s!r} {why}")
 
 
 def load_panel(path: str | Path) -> Panel:
@@ -193,6 +231,7 @@ def load_panel(path: str | Path) -> Panel:
     src = str(path)
     scatter = tuple(_marker_from(k, v, scatter=True, source=src) for k, v in (doc.get("scatter") or {}).items())
     markers = tuple(_marker_from(k, v, scatter=False, source=src) for k, v in doc["markers"].items())
+    _check_shares(markers, src)
     return Panel(
         name=str(doc["name"]),
         description=str(doc.get("description", "")),
@@ -231,7 +270,8 @@ def resolve_panel(
     """Map every marker of ``panel`` to a column of a file with labels ``pnn``/``pns``.
 
     ``$PnS`` is searched first, then ``$PnN``. Markers named in ``unstained`` (an FMO control's
-    omitted marker) fall back to the panel's ``detector`` channel. Raises :class:`PanelError` naming
+    omitted marker) fall back to the panel's ``detector`` channel. A marker that ``shares`` other
+    markers' channels is looked for nowhere: :attr:`ResolvedPanel.shared` records it. Raises :class:`PanelError` naming
     the panel, the file, the marker and the channels present when a marker is missing or matches
     more than one channel.
     """
@@ -247,7 +287,10 @@ def resolve_panel(
     via: dict[str, str] = {}
     where = f" in {file}" if file else ""
     present = ", ".join(f"{n}" + (f" [{s}]" if s else "") for n, s in zip(pnn, pns))
+    shared = {m.name: m.shares for m in panel.all if m.shares}
     for m in panel.all:
+        if m.shares:
+            continue  # read on the shared markers' channels: it has none of its own
         keys = m.keys()
         hits: list[int] = []
         how = ""
@@ -286,4 +329,5 @@ def resolve_panel(
                 f"{pnn[i]!r}{where}"
             )
         taken[i] = name
-    return ResolvedPanel(panel=panel, index=index, pnn={k: pnn[i] for k, i in index.items()}, via=via)
+    return ResolvedPanel(panel=panel, index=index, pnn={k: pnn[i] for k, i in index.items()}, via=via,
+                         shared=shared)

@@ -203,3 +203,53 @@ def test_anti_cd38_clone_positions(p2):
     cd56, cd45 = x[:, pnn.index("PE-A")], x[:, pnn.index("PC5.5-A")]
     assert np.median(cd56[clone]) < np.percentile(cd56[_of(lab, names, "neutrophil")], 99)
     assert np.median(cd45[clone]) > 10 * max(1.0, np.median(cd45[_of(lab, names, "erythroblast")]))
+
+
+# ---------------------------------------------------------------------------------------------
+# cart_tube.bead_channel: counting beads without a channel of their own
+# ---------------------------------------------------------------------------------------------
+def test_bead_channel_none_writes_no_bead_channel(tmp_path):
+    """``none``: the CAR-T file has no Beads channel; the beads (the same events) are bright on
+    every fluorescence channel, above the stained cells, tight, with today's scatter. ``own`` (the
+    default) writes today's file."""
+    design = load_design(TINY)
+    own, none = copy.deepcopy(design), copy.deepcopy(design)
+    own["cart_tube"]["bead_channel"] = "own"
+    none["cart_tube"]["bead_channel"] = "none"
+    ids, fcs = ["PT01_PB_I1_D014"], "PT01/PT01_PB_I1_D014.fcs"
+    a = _simulate(design, ids, tmp_path / "a")[fcs]
+    _simulate(own, ids, tmp_path / "b")
+    c = _simulate(none, ids, tmp_path / "c")[fcs]
+    assert (tmp_path / "b" / fcs).read_bytes() == (tmp_path / "a" / fcs).read_bytes()
+    assert "bead_channel" not in a["planted"] and c["planted"]["bead_channel"] == "none"
+    h_own, h = read_header(tmp_path / "a" / fcs), read_header(tmp_path / "c" / fcs)
+    assert "APC-A" in h_own.pnn and "APC-A" not in h.pnn
+    assert h.pnn == [n for n in h_own.pnn if n != "APC-A"]
+    assert not any("Beads" in (s or "") for s in h.pns)
+    x0, _, lab0, _ = _compensated(tmp_path / "a" / fcs)
+    x, pnn, lab, names = _compensated(tmp_path / "c" / fcs)
+    assert np.array_equal(lab, lab0)
+    beads = _of(lab, names, "bead")
+    cells = [_of(lab, names, p) for p in ("granulocyte", "monocyte", "b_cell", "nk_cell", "t_cd4", "t_cd8",
+                                          "cart_cd4", "cart_cd8") if _of(lab, names, p).sum() >= 20]
+    for j in range(3, len(pnn) - 1):  # every fluorescence channel
+        b = x[beads, j]
+        q25, med, q75 = np.percentile(b, [25, 50, 75])
+        assert (q75 - q25) / 1.349 / med < 0.06, pnn[j]  # tight: CV of a few %
+        assert all(med > np.percentile(x[c, j], 99) for c in cells), pnn[j]
+    for j in range(3):  # scatter as with a channel of their own
+        assert np.median(x[beads, j]) == pytest.approx(np.median(x0[beads, j]), rel=0.02)
+    bad = copy.deepcopy(design)
+    bad["cart_tube"]["bead_channel"] = "shared"
+    with pytest.raises(ValueError, match=r"cart_tube.bead_channel: 'shared' is not one of \['own', 'none'\]"):
+        _simulate(bad, ids, tmp_path / "d")
+
+
+def test_profile2_reads_its_beads_on_cd4_and_cd8(p2):
+    out, truths = p2
+    fcs = "PT08/PT08_PB_I1_D007.fcs"
+    assert truths[fcs]["planted"]["bead_channel"] == "none"
+    h = read_header(out / fcs)
+    assert "APC-A" not in h.pnn
+    r = resolve_panel(load_panels(PROFILE2 / "panels")["pb_cart"], h.pnn, h.pns)
+    assert r.shared == {"Beads": ("CD4", "CD8")}

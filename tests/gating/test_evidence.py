@@ -144,7 +144,8 @@ def test_cd38_dim_clone_without_cd38_negative_cd138_events():
     given = {"CD138": (0.45, None)}
     rule = BoundRule("valley", window=(0.6, 0.8), given=given,
                      fallback=BoundRule("above_negative", window=(0.6, 0.8), given=given))
-    placed = place_bound(p, "PC", "CD38", "min", rule, np.ones(cd38.size, bool), {"CD38": (None, None)})
+    placed = place_bound(p, "PC", "CD38", "min", rule, np.ones(cd38.size, bool),
+                         {"CD38": (None, None), "CD138": (0.45, None)})
     clone = cd38[n_neg:n_neg + n_clone]
     assert float(np.mean(clone >= placed.value)) > 0.95, placed
     assert placed.evidence.fallback and "above_negative" in placed.evidence.fallback
@@ -164,7 +165,8 @@ def test_clone_merging_into_the_negative_population_stays_unsure():
     given = {"CD138": (0.45, None)}
     rule = BoundRule("valley", window=(0.6, 0.8), given=given,
                      fallback=BoundRule("above_negative", window=(0.6, 0.8), given=given))
-    placed = place_bound(p, "PC", "CD38", "min", rule, np.ones(cd38.size, bool), {"CD38": (None, None)})
+    placed = place_bound(p, "PC", "CD38", "min", rule, np.ones(cd38.size, bool),
+                         {"CD38": (None, None), "CD138": (0.45, None)})
     clone = cd38[n_neg:]
     assert float(np.mean(clone >= placed.value)) > 0.95 or not placed.evidence.sure, placed
     assert not placed.evidence.sure, placed.evidence
@@ -181,3 +183,45 @@ def test_generic_fallback_far_from_the_window_is_not_sure():
     placed = _place(v, window=(0.68, 0.82))
     assert not placed.evidence.sure, placed
     assert placed.evidence.reason
+
+
+def _mrd_marrow(n_clone: int, n_tail: int, seed: int = 6):
+    """An MRD marrow's PC gate candidates: CD38-negative cells (0.33), bright normal PCs (0.84,
+    CD138 0.70), a rare CD38-dim clone (0.49, CD138 0.75) and a CD138-dim tail of another lineage
+    (eosinophils: CD38 0.45, CD138 just above the gate's CD138 cut)."""
+    rng = np.random.default_rng(seed)
+    n_neg, n_norm = 200000, 300
+    cd38 = np.concatenate([rng.normal(0.33, 0.05, n_neg), rng.normal(0.84, 0.03, n_norm),
+                           rng.normal(0.49, 0.04, n_clone), rng.normal(0.45, 0.04, n_tail)]).astype(np.float32)
+    cd138 = np.concatenate([rng.normal(0.2, 0.06, n_neg), rng.normal(0.70, 0.05, n_norm),
+                            rng.normal(0.75, 0.04, n_clone), rng.normal(0.49, 0.02, n_tail)]).astype(np.float32)
+    p = SimpleNamespace(view=_View({"CD38": cd38, "CD138": cd138}), masks={}, template=SimpleNamespace(source="test"))
+    given = {"CD138": (0.45, None)}
+    rule = BoundRule("valley", window=(0.6, 0.8), given=given,
+                     fallback=BoundRule("above_negative", window=(0.6, 0.8), given=given))
+    placed = place_bound(p, "PC", "CD38", "min", rule, np.ones(cd38.size, bool),
+                         {"CD38": (None, None), "CD138": (0.45, None)})
+    return placed, cd38[n_neg + n_norm:n_neg + n_norm + n_clone]
+
+
+def test_rare_cd38_dim_clone_in_an_mrd_marrow_is_never_left_out_silently():
+    """150 CD38-dim clone cells among 200,000: too few for a density mode, so the valley in the
+    window looks clean. The clone is the MRD read-out: either the cut keeps it, or it is unsure."""
+    placed, clone = _mrd_marrow(150, 0)
+    kept = float(np.mean(clone >= placed.value))
+    assert kept > 0.95 or not placed.evidence.sure, placed
+    assert kept > 0.95 and placed.evidence.fallback, placed  # no other lineage in the way: found
+
+
+def test_lowered_cut_taking_in_another_lineage_stays_unsure():
+    """The same clone beside 400 CD138-dim cells of another lineage at the same CD38: a rectangle
+    cannot keep the clone without them, so the placement is kept unsure (flagged for review)."""
+    placed, _clone = _mrd_marrow(150, 400)
+    assert not placed.evidence.sure and "cannot keep" in placed.evidence.reason, placed.evidence
+
+
+def test_no_clone_no_flag():
+    """An MRD-negative marrow, with or without the CD138-dim tail: the valley stands, sure."""
+    for tail in (0, 400):
+        placed, _ = _mrd_marrow(0, tail)
+        assert placed.evidence.sure and placed.evidence.fallback is None and placed.value > 0.55, (tail, placed)

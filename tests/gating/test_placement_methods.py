@@ -54,15 +54,16 @@ def _view(path: Path):
 
 
 def test_tables_name_the_shipped_methods():
-    assert list(BOUND_METHODS) == ["valley", "tail", "gmm", "fmo", "fixed", "populations", "above_negative"]
+    assert list(BOUND_METHODS) == ["valley", "tail", "gmm", "fmo", "fixed", "populations", "above_negative",
+                                   "brightest"]
     assert list(GATE_PLACERS) == ["time_qc", "singlets", "rectangle", "polygon", "boolean"]
     assert [m for m, e in BOUND_METHODS.items() if e.floor] == ["valley", "tail"]
     assert [m for m, e in BOUND_METHODS.items() if not e.data] == ["fixed"]
 
 
 def test_unknown_methods_list_the_tables(tmp_path):
-    with pytest.raises(GatingError, match=r"^x: method must be valley, tail, gmm, fmo, fixed, populations or "
-                                          r"above_negative \(got 'kmeans'\)$"):
+    with pytest.raises(GatingError, match=r"^x: method must be valley, tail, gmm, fmo, fixed, populations, "
+                                          r"above_negative or brightest \(got 'kmeans'\)$"):
         _bound_rule({"method": "kmeans", "window": [0, 1]}, "x")
     with pytest.raises(GatingError, match=r"^x: floor applies to valley and tail bounds only \(method 'gmm'\)$"):
         _bound_rule({"method": "gmm", "window": [0, 1], "floor": {"method": "tail", "window": [0, 1]}}, "x")
@@ -79,7 +80,7 @@ def test_a_bound_method_added_to_the_table_is_used(cart_tube, tmp_path, monkeypa
 
     rules = "gates:\n  TimeOK: {method: time_qc}\n  CD3pos:\n    CD3.min: {method: midpoint, window: [0.3, 0.5]}\n"
     folder = _template_dir(tmp_path, rules)
-    with pytest.raises(GatingError, match="valley, tail, gmm, fmo, fixed, populations or above_negative"):
+    with pytest.raises(GatingError, match="valley, tail, gmm, fmo, fixed, populations, above_negative or brightest"):
         load_template(folder, "pb_cart")
     monkeypatch.setitem(BOUND_METHODS, "midpoint", BoundMethod(midpoint))
     g = gate_tube(load_template(folder, "pb_cart"), _view(cart_tube))

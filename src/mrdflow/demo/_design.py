@@ -22,6 +22,20 @@ _REPO = Path(__file__).resolve().parents[3]
 PANELS_DIR = _REPO / "resources" / "panels"
 
 
+#: ``cart_tube: {bead_channel: ...}``: ``own`` (the default) gives the counting beads a channel of
+#: their own (the panel's Beads detector); ``none`` writes no Beads channel: the beads are bright on
+#: every fluorescence channel (CountBright-like) and a lab reads them on its markers' channels.
+BEAD_CHANNELS = ("own", "none")
+
+
+def bead_channel(design: Mapping) -> str:
+    """The design's ``cart_tube.bead_channel`` (default ``own``); anything else is refused."""
+    value = str((design.get("cart_tube") or {}).get("bead_channel", "own"))
+    if value not in BEAD_CHANNELS:
+        raise ValueError(f"design cart_tube.bead_channel: {value!r} is not one of {list(BEAD_CHANNELS)}")
+    return value
+
+
 def load_design(path: str | os.PathLike) -> dict:
     with open(path) as fh:
         d = yaml.safe_load(fh)
@@ -36,6 +50,12 @@ class _Panel:
     markers: list[str]  # panel marker order = fluorescence parameter order
     fluors: list[str]
     detectors: list[str]
+
+    def without(self, marker: str) -> _Panel:
+        """The panel less ``marker`` (its channel is not written)."""
+        keep = [i for i, m in enumerate(self.markers) if m != marker]
+        return _Panel(self.name, [self.markers[i] for i in keep], [self.fluors[i] for i in keep],
+                      [self.detectors[i] for i in keep])
 
 
 def _load_panel(name: str, panels_dir: Path = PANELS_DIR) -> _Panel:

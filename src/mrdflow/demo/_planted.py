@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ._design import bead_channel
+
 
 def cart_concentration(day: float, p: Mapping) -> float:
     """Planted CAR-T cells/uL at ``day`` after an infusion: a smooth rise to ``cmax`` at ``tmax``
@@ -184,6 +186,8 @@ def _cart_counts(p: Mapping, design: Mapping, row: Mapping, n_target: int,
         "beads_per_tube": beads, "blood_volume_ul": vol, "infusion": infusion,
         "day_since_infusion": day,
     }
+    if bead_channel(design) != "own":  # only then: today's truths stay as they were
+        planted["bead_channel"] = bead_channel(design)
     return counts, planted
 
 

@@ -5,7 +5,7 @@ scatter in channel units."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 # --------------------------------------------------------------------------------------------
 # Populations (label ids are the index in these tuples)
@@ -146,9 +146,26 @@ _CART = {
 }
 PHENOTYPES = {"bm": _BM, "nk": _NK, "cart": _CART}
 
+#: Counting beads with no channel of their own (a design's ``cart_tube: {bead_channel: none}``):
+#: CountBright-like, as bright on every fluorescence channel as the beads are on their own channel
+#: (median 1.5x10^5 channel units, ~0.95 logicle on the bd scale, where the brightest stain, CD8 on
+#: CD8 T cells, has its median at 2x10^4 and four SDs above it ~1.1x10^5) and tight (0.017
+#: decades: CV ~4%). Their scatter is that of the beads with a channel of their own.
+SHARED_CHANNEL_BEAD = (150_000, 0.017)
 
-def _specs_for(kind: str, p: Mapping, tube: str) -> dict:
+
+def _specs_for(kind: str, p: Mapping, tube: str, bead_markers: Sequence[str] = (),
+               shifts: Mapping[str, float] | None = None) -> dict:
+    """The phenotypes of a tube's populations. ``bead_markers``: the markers counting beads are
+    read on when they have no channel of their own (each at :data:`SHARED_CHANNEL_BEAD`);
+    ``shifts``: the instrument's per-marker shifts (decades), undone for those beads: they carry
+    their own dyes, not the lab's conjugates the shifts stand for."""
     specs = dict(PHENOTYPES[kind])
+    if bead_markers:
+        bead = specs["bead"]
+        level, sd = SHARED_CHANNEL_BEAD
+        specs["bead"] = _p(bead["fsc"], bead["ssc"], 0.0,
+                           **{m: (level / 10 ** (shifts or {}).get(m, 0.0), sd) for m in bead_markers})
     if kind == "bm":
         ab = dict(specs["pc_aberrant"])
         mk = dict(ab["markers"])

@@ -17,7 +17,8 @@ noise is added and a per-detector baseline subtracted, so unstained cells sit ar
 negative values, and values saturate at ``$PnR``-1. Doublets are sums of two cells (FSC-A adds,
 FSC-H grows less), dead cells are shrunken, dimmed, viability-dye-bright cells, debris is low-FSC
 rubbish. An optional clog segment lowers the event rate and drifts the signals. Counting beads are
-bright in all channels, brightest in APC.
+bright in all channels, brightest in APC (their own channel); with the design's ``cart_tube:
+{bead_channel: none}`` the file has no bead channel and the beads are that bright in every one.
 
 Randomness: a numpy Generator per file, seeded from (cohort seed, sample id, tube); events are
 generated in chunks (``CHUNK`` events) from spawned child seeds, so a file is reproducible alone
@@ -52,6 +53,7 @@ from ._design import (
     SAMPLE_COLUMNS,
     _load_panel,
     _Panel,
+    bead_channel,
     load_design,
     make_samples,
     read_samples_tsv,
@@ -230,6 +232,10 @@ def simulate_file(row: Mapping, design: Mapping, outdir: str | os.PathLike, seed
     t_start = _time.perf_counter()
     panel = _load_panel(row["panel"], Path(design.get("panels_dir", PANELS_DIR)))
     kind = _KIND[row["panel"]]
+    shared_beads = kind == "cart" and bead_channel(design) == "none"
+    if shared_beads:  # no Beads channel: the beads are bright on every other one
+        panel = panel.without("Beads")
+    bead_markers = panel.markers if shared_beads else ()
     inst = instrument_for(design)
     p = effective_patient(design, pid, p)  # the biology's defaults where the patient sets none
     main_seed, chunk_root = _seed_seq(seed, row["sample_id"], row["tube"]).spawn(2)
@@ -237,7 +243,8 @@ def simulate_file(row: Mapping, design: Mapping, outdir: str | os.PathLike, seed
     counts, planted = _counts(kind, p, design, row, _n_events(design, row, p, events_scale), rng)
     names = POPULATIONS[kind]
     unstained = _unstained(row)
-    ctx = _make_ctx(panel, kind, counts, _specs_for(kind, p, row["tube"]), unstained, inst)
+    specs = _specs_for(kind, p, row["tube"], bead_markers, inst.shifts(bead_markers))
+    ctx = _make_ctx(panel, kind, counts, specs, unstained, inst)
 
     labels = np.repeat(np.arange(len(names), dtype=np.uint8), [counts[n] for n in names])
     rng.shuffle(labels)

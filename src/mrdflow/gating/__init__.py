@@ -5,7 +5,9 @@ A tube is opened with :func:`open_tube` (header, panel, compensation) and gated 
 :func:`gate_tube` (:meth:`OpenTube.view` reads its events) or :func:`gate_tube_streamed`. Gates are
 placed by the methods of two tables: :data:`GATE_PLACERS` (gate-level methods such as the time QC,
 and the template gate kinds) and :data:`BOUND_METHODS` (a rectangle bound: valley, tail, gmm, fmo,
-fixed, populations, above_negative); a template's ``method:`` names an entry. Every placed bound
+fixed, populations, above_negative, brightest); a template's ``method:`` names an entry. A panel
+marker read on other markers' channels (``shares:``, e.g. counting beads) is the per-event minimum
+of theirs, written in Gating-ML on those channels. Every placed bound
 records its :class:`BoundEvidence`; an uncertain gate names why in ``GateStep.review``
 (``TubeGating.reviews()``).
 

@@ -27,9 +27,11 @@ from mrdflow.gating._density import density, threshold_valley
 from mrdflow.gating._evidence import (
     DEEP_VALLEY,
     MIN_EVENTS,
+    RARE_EVENTS,
     BoundEvidence,
     above_negative_cut,
     assess,
+    brightest_valley,
     fixed_evidence,
     missed_population,
     negative_mode,
@@ -55,8 +57,9 @@ class BoundContext:
     bounds so far ({dim: (min, max)}, gate units: template values and the bounds placed before this
     one). For a method that places from data, ``values`` are ``dim``'s values (gate units,
     float32) of the events the bound is placed on (the parent's, or ``rule.population``'s,
-    within ``rule.given``), ``window`` the search window (gate units; its lower end raised by a
-    ``floor`` rule) and ``floor_note`` what the floor did (appended to the note). ``evidence``: a
+    within ``rule.given``; ``selection``: which events those are, bool per event), ``window`` the
+    search window (gate units; its lower end raised by a ``floor`` rule) and ``floor_note`` what
+    the floor did (appended to the note). ``evidence``: a
     method that places by another rule (``fmo`` without an FMO tube) leaves that rule's evidence
     here; otherwise :func:`place_bound` assesses the value itself.
     """
@@ -69,6 +72,7 @@ class BoundContext:
     parent_mask: np.ndarray
     bounds: Mapping[str, tuple[float | None, float | None]]
     values: np.ndarray | None = None
+    selection: np.ndarray | None = None
     window: tuple[float, float] | None = None
     floor_note: str = ""
     evidence: BoundEvidence | None = None
@@ -124,7 +128,8 @@ def place_bound(placement: Placement, gate_id: str, dim: str, side: str, rule: B
     if not method.data:
         t, note = method.place(ctx)
         return PlacedBound(t, note, fixed_evidence(t))
-    ctx.values = placement.view.values(dim)[_selection(placement, rule, parent_mask)]
+    ctx.selection = _selection(placement, rule, parent_mask)
+    ctx.values = placement.view.values(dim)[ctx.selection]
     ctx.window = rule.window
     if rule.floor is not None:
         f, fnote = ctx.place(rule.floor)
@@ -140,6 +145,10 @@ def place_bound(placement: Placement, gate_id: str, dim: str, side: str, rule: B
         missed = missed_population(ctx.values, t, ctx.window, negative)
         if missed is not None and _same_kind(ctx, negative, t):
             ev = replace(ev, sure=False, reason=missed)
+        else:
+            rare = _rare_like_kept(ctx, negative, t)
+            if rare is not None:
+                ev = replace(ev, sure=False, reason=rare)
     if ev.sure or rule.method != "valley":
         return PlacedBound(t, note, ev)
     return _fall_back(ctx, PlacedBound(t, note, ev))
@@ -169,6 +178,10 @@ def _fall_back(ctx: BoundContext, primary: PlacedBound) -> PlacedBound:
         depth, prominence = rise_depth(ctx.values, t, (0.0, 1.0))
         whole = replace(whole, valley_depth=depth, prominence=prominence)
     deep = whole.valley_depth is not None and whole.valley_depth >= DEEP_VALLEY
+    if fb.method == "above_negative" and whole.sure:
+        taken_in = _unlike_taken_in(ctx, primary.value, t)
+        if taken_in is not None:
+            whole = replace(whole, sure=False, reason=taken_in)
     w = ctx.window
     # The generic fallback (populations, no rule of its own) trusts the template's window as a prior:
     # a valley more than one window width away from it separates other populations than the ones
@@ -191,9 +204,12 @@ def _fall_back(ctx: BoundContext, primary: PlacedBound) -> PlacedBound:
 
 def _selection(placement: Placement, rule: BoundRule, parent_mask: np.ndarray) -> np.ndarray:
     """The events a bound is placed on (bool per event): the parent's, or ``rule.population``'s,
-    within the ``rule.given`` ranges on other dimensions."""
+    within the ``rule.given`` ranges on other dimensions, less the events of the gates in
+    ``rule.exclude``."""
     base = placement.masks[rule.population] if rule.population else parent_mask
     sel = base.copy()
+    for gid in rule.exclude:
+        sel &= ~placement.masks[gid]
     for gdim, (lo, hi) in rule.given.items():
         v = placement.view.values(gdim)
         if lo is not None:
@@ -318,6 +334,76 @@ def _same_kind(ctx: BoundContext, negative: float | None, cut: float) -> bool:
     return True
 
 
+def _like_kept(ctx: BoundContext, events: np.ndarray, kept: np.ndarray) -> np.ndarray | None:
+    """Which of ``events`` (bool per event) are as bright as the ``kept`` events on every dimension
+    the rule's ``given`` selects by a lower bound (at least the kept events' 10th percentile there:
+    as CD138-bright as the plasma cells a PC gate keeps); None when fewer than MIN_EVENTS are kept
+    or the rule selects by no lower bound."""
+    if int(kept.sum()) < MIN_EVENTS:
+        return None
+    like = events.copy()
+    lows = [gdim for gdim, (lo, _hi) in ctx.rule.given.items() if lo is not None]
+    if not lows:
+        return None
+    for gdim in lows:
+        g = ctx.placement.view.values(gdim)
+        like &= g >= float(np.percentile(g[kept], 10))
+    return like
+
+
+def _rare_like_kept(ctx: BoundContext, negative: float | None, cut: float) -> str | None:
+    """The reason a sure ``min`` cut is still wrong when :data:`RARE_EVENTS` or more candidates as
+    bright as the kept events on the ``given`` dimensions (CD138-bright like the kept PCs) lie
+    between the negative population and the cut; else None. A rare population forms no density
+    mode (:func:`missed_population` cannot see it), yet a CD38-dim clone of a few hundred cells in
+    an MRD marrow is the read-out itself."""
+    if negative is None:
+        return None
+    sel = _selection(ctx.placement, ctx.rule, ctx.parent_mask)
+    v = ctx.placement.view.values(ctx.dim)
+    like = _like_kept(ctx, sel & (v > negative) & (v < cut), sel & (v >= cut))
+    n = int(like.sum()) if like is not None else 0
+    if n < RARE_EVENTS:
+        return None
+    return (f"{n} events as bright on {', '.join(ctx.rule.given)} as those the gate keeps lie between the "
+            f"negative population ({negative:.2f}) and the cut {cut:.3f}")
+
+
+def _unlike_taken_in(ctx: BoundContext, primary: float, cut: float) -> str | None:
+    """The reason a lowered ``above_negative`` cut is unsure: it also takes in :data:`RARE_EVENTS`
+    or more candidates dimmer on the ``given`` dimensions than those the primary cut kept, and more
+    than a fifth as many as the like ones it takes in (a CD138-dim eosinophil tail beside a rare
+    CD38-dim clone): the gate, a rectangle, cannot keep the one without the other. None otherwise."""
+    if cut >= primary:
+        return None
+    sel = _in_gate_elsewhere(ctx)
+    v = ctx.placement.view.values(ctx.dim)
+    taken = sel & (v >= cut) & (v < primary)
+    like = _like_kept(ctx, taken, sel & (v >= primary))
+    if like is None:
+        return None
+    n_like, n_unlike = int(like.sum()), int((taken & ~like).sum())
+    if n_unlike < RARE_EVENTS or n_unlike <= 0.2 * n_like:
+        return None
+    return (f"the cut {cut:.3f} takes in {n_like} events like the kept ones and {n_unlike} dimmer on "
+            f"{', '.join(ctx.rule.given)}: the gate cannot keep the one without the other")
+
+
+def _in_gate_elsewhere(ctx: BoundContext) -> np.ndarray:
+    """The parent's events inside the gate's bounds on its other dimensions (as placed so far):
+    the events this bound alone decides on (bool per event)."""
+    sel = ctx.parent_mask.copy()
+    for gdim, (lo, hi) in ctx.bounds.items():
+        if gdim == ctx.dim:
+            continue
+        g = ctx.placement.view.values(gdim)
+        if lo is not None:
+            sel &= g >= lo
+        if hi is not None:
+            sel &= g <= hi
+    return sel
+
+
 def _negative(ctx: BoundContext) -> float | None:
     """Where the negative population sits on the bound's axis (gate units): the lowest mode of the
     parent's events that are not candidates (outside the rule's ``given`` ranges, e.g. the CD138-
@@ -328,6 +414,75 @@ def _negative(ctx: BoundContext) -> float | None:
     others = parent & ~_selection(ctx.placement, ctx.rule, parent)
     mask = others if ctx.rule.given and int(others.sum()) >= MIN_EVENTS else parent
     return negative_mode(ctx.placement.view.values(ctx.dim)[mask], ctx.window)
+
+
+#: Counting beads are uniform microspheres: manufacturers give a size CV of a few %, and their
+#: forward and side scatter spread about as little. Cell populations spread more: lymphocytes, the
+#: most uniform cells in blood, have an FSC CV of about 10% and an SSC CV of about 20%. A "brightest
+#: population" whose scatter CV (robust: IQR / 1.349 / median) exceeds 10% on FSC-A or SSC-A is
+#: cells (a bright stain, dead cells, a saturated pile-up), not beads.
+TIGHT_SCATTER_CV = 0.10
+#: The scatter dimensions whose spread tells beads from cells (the ones a panel has are used).
+SCATTER_DIMS = ("FSC-A", "SSC-A")
+
+
+def _brightest(ctx: BoundContext) -> tuple[float, str]:
+    """The valley below the brightest population on the axis (counting beads: brighter than any
+    stained cell, whether the axis holds only unstained cells and beads or also cells stained on a
+    channel the beads share), raised to that population's lower edge when an empty stretch
+    separates it from rarer events below (:func:`~mrdflow.gating._evidence.brightest_valley`).
+    The populations are found over the whole axis; the window is the
+    template's prior: the bound is unsure when the brightest population lies below it, when the
+    cut lies more than the window's width from it, when the valley is shallow, or when the
+    population above the cut is not tight in scatter (:data:`TIGHT_SCATTER_CV`). With fewer than
+    two populations the window's density minimum stands, unsure (no bright population)."""
+    v, w = ctx.values, ctx.window
+    cut, valley, top, note = brightest_valley(v, w)
+    reasons = []
+    if cut is None:
+        t, vnote = _valley(ctx)
+        note, reasons = f"{note}; {vnote}", ["no population brighter than the rest on the axis"]
+    else:
+        t = float(cut)
+    # The gap is judged at the valley (the cut may sit higher, at the population's lower edge).
+    ev = assess("brightest", v, t if valley is None else valley, w, ctx.side)
+    ev = replace(ev, value=t, edge_distance=float(min(abs(t - w[0]), abs(w[1] - t))))
+    reasons += [ev.reason] if ev.reason else []
+    if cut is not None:
+        if top is not None and top < w[0]:
+            reasons.append(f"the brightest population ({top:.2f}) lies below the window [{w[0]:.2f}, {w[1]:.2f}]")
+        if max(w[0] - t, t - w[1], 0.0) > w[1] - w[0]:
+            reasons.append(f"{t:.3f} more than the window's width from [{w[0]:.2f}, {w[1]:.2f}]")
+        if ev.valley_depth is None or ev.valley_depth < DEEP_VALLEY:
+            reasons.append(f"valley depth {ev.valley_depth or 0.0:.2f} < {DEEP_VALLEY} below the brightest population")
+        cvs = _scatter_cv(ctx, t)
+        if cvs:
+            note += " (scatter CV " + ", ".join(f"{d} {100 * c:.1f}%" for d, c in cvs.items()) + ")"
+            loose = {d: c for d, c in cvs.items() if c > TIGHT_SCATTER_CV}
+            if loose:
+                reasons.append("the brightest population is not tight in scatter ("
+                               + ", ".join(f"{d} CV {100 * c:.0f}%" for d, c in loose.items())
+                               + f" > {100 * TIGHT_SCATTER_CV:.0f}%): cells, not beads")
+    ctx.evidence = replace(ev, sure=not reasons, reason="; ".join(reasons) or None)
+    return t, note + ctx.floor_note
+
+
+def _scatter_cv(ctx: BoundContext, cut: float) -> dict[str, float]:
+    """Robust CV (IQR / 1.349 / median) of each scatter dimension of the bound's events above
+    ``cut`` (the brightest population); empty with fewer than MIN_EVENTS such events."""
+    view = ctx.placement.view
+    above = np.flatnonzero(ctx.selection)[ctx.values >= cut]
+    out: dict[str, float] = {}
+    if above.size < MIN_EVENTS:
+        return out
+    for d in SCATTER_DIMS:
+        if d not in view.resolved.index:
+            continue
+        x = view.values(d)[above].astype(np.float64)
+        q25, q50, q75 = np.percentile(x[np.isfinite(x)], [25, 50, 75])
+        if q50 > 0:
+            out[d] = float((q75 - q25) / 1.349 / q50)
+    return out
 
 
 def _robust_tail(values: np.ndarray, window: tuple[float, float], k: float) -> tuple[float, str]:
@@ -389,4 +544,5 @@ BOUND_METHODS: dict[str, BoundMethod] = {
     "fixed": BoundMethod(_fixed, data=False),
     "populations": BoundMethod(_populations),
     "above_negative": BoundMethod(_above_negative),
+    "brightest": BoundMethod(_brightest),
 }

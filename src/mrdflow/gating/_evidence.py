@@ -35,7 +35,16 @@ import numpy as np
 
 from mrdflow.gating._density import Density, density, valley_between
 
-__all__ = ["BoundEvidence", "above_negative_cut", "assess", "missed_population", "negative_mode", "populations_valley"]
+__all__ = [
+    "RARE_EVENTS",
+    "BoundEvidence",
+    "above_negative_cut",
+    "assess",
+    "brightest_valley",
+    "missed_population",
+    "negative_mode",
+    "populations_valley",
+]
 
 #: A bound within this fraction of its window's width from an edge is "on the edge": the valley
 #: search clamps to the window, so a value pinned within 2% of the width of an edge (a grid step
@@ -57,9 +66,20 @@ MODE_PROMINENCE = 0.05
 #: peaks (depth >= 0.5): the two populations are then separated by more than their half-widths,
 #: so the cut leaves each population's bulk on its own side.
 DEEP_VALLEY = 0.5
+#: Where a population ends below: the highest empty stretch wider than 2 robust SDs of its lower
+#: half between its sorted events. Inside a population, and along a tail still attached to it
+#: (beads dimmed by a partial clog), consecutive events lie much closer: the widest spacing, between
+#: the two most extreme events of a Gaussian sample of n, averages SD / sqrt(2 ln n) (a quarter SD
+#: for 3000 events) and exceeds 2 SD with a probability of about exp(-2 sqrt(2 ln n)) (3 in 10,000
+#: for 3000 events).
+EDGE_GAP_SDS = 2.0
 #: Fewer events than this on an axis give no density to judge by (a 1-D density of under 50
 #: events has no resolvable modes at all); the bound is then judged by its window only.
 MIN_EVENTS = 50
+#: A cluster of this many events is a population a flow MRD assay calls (EuroFlow NGF's limit of
+#: detection is 20 events). Candidates of the kept kind that a cut leaves out, or unlike ones it
+#: takes in, make the cut unsure from this many on, however rare they are in the parent.
+RARE_EVENTS = 20
 
 
 @dataclass(frozen=True)
@@ -301,3 +321,42 @@ def rise_depth(values: np.ndarray, cut: float, window: tuple[float, float]) -> t
     if peak <= 0:
         return None, None
     return float(np.clip(1.0 - at / peak, 0.0, 1.0)), float(max(peak - at, 0.0) / d.y.max())
+
+
+def brightest_valley(values: np.ndarray, window: tuple[float, float]
+                     ) -> tuple[float | None, float | None, float | None, str]:
+    """The cut below the brightest population on the axis: the populations over the whole axis
+    (density modes, as :func:`populations_modes`), then the density minimum between the brightest
+    and the one below it, raised to the brightest population's lower edge when an empty stretch
+    separates it from the events below (:data:`EDGE_GAP_SDS`; its spread: the robust SD of the
+    events between the valley and its mode). Rare events in the gap that form no population of
+    their own (T cells stained on every shared channel) then stay below the cut with whatever else
+    lies below (negative cells alone, or negative and stained cells on a channel counting beads
+    share with a marker).
+
+    Returns (the cut, or None when fewer than two populations are found; the valley it was raised
+    from (judge the gap by it: the axis density, smoothed for every event, does not resolve a tight
+    population's edge); the brightest population's position, or None without one; a note)."""
+    v = values[np.isfinite(values)]
+    if v.size < MIN_EVENTS:
+        return None, None, None, f"brightest: too few events ({v.size})"
+    d = _axis_density(v, window)
+    modes = _modes(d)
+    top = float(modes[-1]) if modes.size else None
+    if modes.size < 2:
+        return None, None, top, f"brightest: {modes.size} population(s) on the axis, no valley below the brightest"
+    cut = valley = valley_between(d, float(modes[-2]), float(modes[-1]))
+    if valley is None:
+        return None, None, top, "brightest: no valley between the two brightest populations"
+    modes_txt = ", ".join(f"{m:.2f}" for m in modes)
+    note = f"brightest: populations at {modes_txt}: valley {cut:.3f} below the brightest"
+    lower = np.sort(v[(v > cut) & (v <= top)])
+    if lower.size >= MIN_EVENTS:
+        sd = 1.4826 * float(np.median(top - lower))  # half-normal: median |x - mode| = 0.674 SD
+        wide = np.flatnonzero(np.diff(lower) > EDGE_GAP_SDS * sd)
+        if wide.size:
+            i = int(wide[-1])
+            cut = 0.5 * float(lower[i] + lower[i + 1])
+            note += (f", raised to its lower edge {cut:.3f} (an empty stretch of {lower[i + 1] - lower[i]:.3f} > "
+                     f"{EDGE_GAP_SDS:g} x its robust SD {sd:.3f} below its events)")
+    return cut, valley, top, note

@@ -157,18 +157,85 @@ def _place_rectangle(p: Placement, g: TemplateGate) -> None:
         bounds[dim] = (value, hi) if side == "min" else (lo, value)
         how[key] = placed.note
         evidence[key] = placed.evidence
-    mask = pmask.copy()
-    for dim, (lo, hi) in bounds.items():
-        v = p.view.values(dim)
-        if lo is not None:
-            mask &= v >= lo
-        if hi is not None:
-            mask &= v < hi
-    gate = fk.gates.RectangleGate(gid, [p.dimension(dim, lo, hi) for dim, (lo, hi) in bounds.items()])
+    shared = {dim: p.view.shares(dim) for dim in bounds if p.view.shares(dim)}
+    if shared:
+        how[""] = "; ".join(f"{dim}: per-event minimum of {', '.join(s)} (no channel of its own)"
+                            for dim, s in shared.items())
+    mask = _within(p.view, pmask, bounds)
     unsure = [f"{key} {ev.reason}" for key, ev in evidence.items() if not ev.sure]
     step = GateStep(gid, parent, "rect", tuple(dims), bounds=bounds, how=how, plot_dims=tuple(dims),
                     evidence=evidence, review=f"{gid}: {'; '.join(unsure)}" if unsure else None)
+    _add_rectangle(p, step, parent_path, mask)
+
+
+def _add_rectangle(p: Placement, step: GateStep, parent_path: tuple[str, ...], mask: np.ndarray) -> None:
+    """Add a placed rectangle (``step.bounds`` in template dimensions) to the strategy.
+
+    A dimension the panel reads on other markers' channels (``shares``: its values are the
+    per-event minimum of theirs) has no channel to name, and Gating-ML 2.0 has no derived
+    dimension for a minimum. Its bounds are written on the shared channels instead, exactly:
+    ``min >= lo`` holds when every shared channel is ``>= lo``, so a min bound becomes one more
+    dimension of the same RectangleGate per shared channel, each with the same threshold (a
+    rectangle is the AND of its ranges); ``min < hi`` holds when not every shared channel is
+    ``>= hi``, so a max bound becomes a RectangleGate ``<gate>_<dim>_high`` (every shared channel
+    ``>= hi``) used as a complement: the gate is then a BooleanGate, the AND of ``<gate>_<channels>``
+    (the rectangle's other ranges) and NOT ``<gate>_<dim>_high`` (those two are steps of their
+    own). One shared channel is just that channel. The step keeps the template's dimensions
+    (plots and captions show the minimum)."""
+    gid, parent = step.gate_id, step.parent
+    channels: dict[str, tuple[float | None, float | None]] = {}  # dimension with a channel -> range
+    highs: list[tuple[str, float]] = []  # (dimension on several channels, its max)
+    for dim, (lo, hi) in step.bounds.items():
+        shares = p.view.shares(dim)
+        if len(shares) > 1 and hi is not None:
+            highs.append((dim, hi))
+            hi = None
+        if shares and lo is None and hi is None:
+            continue
+        for ch in shares or (dim,):
+            clo, chi = channels.get(ch, (None, None))
+            channels[ch] = (either(max, clo, lo), either(min, chi, hi))
+
+    def rectangle(rid: str, ranges: dict[str, tuple[float | None, float | None]]):
+        return fk.gates.RectangleGate(rid, [p.dimension(d, lo, hi) for d, (lo, hi) in ranges.items()])
+
+    if not highs:
+        p.add(rectangle(gid, channels), parent_path, step, mask)
+        return
+    pmask = p.parent_mask(parent)
+    taken = {g for g, _ in p.template.strategy.get_gate_ids()} | set(p.paths)
+    # (gate id, its ranges on channels, the step's bounds, note, used as a complement)
+    parts = [(f"{gid}_{'_'.join(channels)}", channels, dict(channels),
+              f"part of {gid}: its ranges on {', '.join(channels)}", False)] if channels else []
+    for dim, hi in highs:
+        shares = p.view.shares(dim)
+        parts.append((f"{gid}_{dim}_high", {s: (hi, None) for s in shares}, {dim: (hi, None)},
+                      f"left out of {gid}: {dim} >= {hi:.3f}, i.e. every one of {', '.join(shares)} >= {hi:.3f}",
+                      True))
+    refs = []
+    for rid, ranges, bounds, note, complement in parts:
+        if rid in taken:
+            raise GatingError(f"{p.template.source}: gate {gid!r}: its part {rid!r} would reuse a gate id")
+        part = GateStep(rid, parent, "rect", tuple(bounds), bounds=bounds, how={"": note}, plot_dims=tuple(bounds))
+        p.add(rectangle(rid, ranges), parent_path, part, _within(p.view, pmask, bounds))
+        refs.append({"ref": rid, "path": parent_path, "complement": complement})
+    if len(refs) == 1:  # only a max on shared channels: NOT (every channel >= max)
+        gate = fk.gates.BooleanGate(gid, "not", [{**refs[0], "complement": False}])
+    else:
+        gate = fk.gates.BooleanGate(gid, "and", refs)
     p.add(gate, parent_path, step, mask)
+
+
+def _within(view: TubeView, mask: np.ndarray, ranges: dict[str, tuple[float | None, float | None]]) -> np.ndarray:
+    """The events of ``mask`` inside every ``ranges`` (dimension -> [min, max), gate units)."""
+    out = mask.copy()
+    for dim, (lo, hi) in ranges.items():
+        v = view.values(dim)
+        if lo is not None:
+            out &= v >= lo
+        if hi is not None:
+            out &= v < hi
+    return out
 
 
 def _place_polygon(p: Placement, g: TemplateGate) -> None:

@@ -30,9 +30,12 @@ class BoundRule:
     lower half, clipped to ``window``), ``gmm`` (two touching populations: equal posterior of a
     2-component Gaussian mixture), ``fmo`` (the ``quantile`` of the FMO tube's events in the same
     gate, clipped to ``window``; falls back to ``fallback`` when the sample has no FMO), ``fixed``
-    (template value). ``window`` and ``given`` are in gate units. ``given``: restrict the events
-    used for the density to ranges on other dimensions, e.g. ``{CD138: [0.35, null]}``.
-    ``population``: use that gate's events instead of the parent's. ``floor`` (valley and tail
+    (template value), ``brightest`` (the valley below the brightest population on the axis, e.g.
+    counting beads; the window is its prior). ``window`` and ``given`` are in gate units.
+    ``given``: restrict the events used for the density to ranges on other dimensions, e.g.
+    ``{CD138: [0.35, null]}``. ``population``: use that gate's events instead of the parent's.
+    ``exclude``: leave out the events of these gates (placed first), e.g. ``[Beads]`` takes the
+    counting beads out of a scatter density wherever the bead gate put its cut. ``floor`` (valley and tail
     only): a bound rule placed first, typically a ``tail`` on an internal negative population
     (``{method: tail, population: Tcells}``); the search window's lower end is raised to its value
     (kept below the window's upper end), so the threshold never lands inside that negative.
@@ -44,6 +47,7 @@ class BoundRule:
     quantile: float = 0.995
     given: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
     population: str | None = None
+    exclude: tuple[str, ...] = ()
     fallback: BoundRule | None = None
     floor: BoundRule | None = None
 

@@ -63,11 +63,13 @@ class GatingTemplate:
 
 
 def _rule_populations(rule: GateRule) -> set[str]:
-    """Gate ids named by ``population`` in a gate's bound rules (and their fallback/floor)."""
+    """Gate ids named by ``population`` or ``exclude`` in a gate's bound rules (and their
+    fallback/floor)."""
     out: set[str] = set()
     todo = list(rule.bounds.values())
     while todo:
         br = todo.pop()
+        out.update(br.exclude)
         if br.population:
             out.add(br.population)
         todo += [b for b in (br.fallback, br.floor) if b is not None]
@@ -79,7 +81,7 @@ def _listing(names: Sequence[str], last: str) -> str:
 
 
 def _bound_rule(spec: Mapping, where: str) -> BoundRule:
-    known = {"method", "window", "k", "quantile", "given", "population", "fallback", "floor"}
+    known = {"method", "window", "k", "quantile", "given", "population", "exclude", "fallback", "floor"}
     unknown = set(spec) - known
     if unknown:
         raise GatingError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -98,6 +100,9 @@ def _bound_rule(spec: Mapping, where: str) -> BoundRule:
         if not (isinstance(rng, list) and len(rng) == 2):
             raise GatingError(f"{where}: given.{dim} must be [low, high] (null for open)")
         given[str(dim)] = (None if rng[0] is None else float(rng[0]), None if rng[1] is None else float(rng[1]))
+    exclude = spec.get("exclude") or []
+    if not (isinstance(exclude, list) and all(isinstance(g, str) for g in exclude)):
+        raise GatingError(f"{where}: exclude must be a list of gate ids")
     fb = spec.get("fallback")
     fl = spec.get("floor")
     if fl and not BOUND_METHODS[method].floor:
@@ -110,6 +115,7 @@ def _bound_rule(spec: Mapping, where: str) -> BoundRule:
         quantile=float(spec.get("quantile", 0.995)),
         given=given,
         population=spec.get("population"),
+        exclude=tuple(exclude),
         fallback=_bound_rule(fb, f"{where}.fallback") if fb else None,
         floor=_bound_rule(fl, f"{where}.floor") if fl else None,
     )
@@ -136,6 +142,7 @@ def _load_rules(path: Path, strategy: fk.GatingStrategy) -> dict[str, GateRule]:
         raise GatingError(f"{path}: not valid YAML ({e})") from None
     gates = doc.get("gates") or {}
     ids = {gid for gid, _ in strategy.get_gate_ids()}
+    _check_expected(doc.get("expected"), f"{path}: expected", strategy, ids)
     rules: dict[str, GateRule] = {}
     for gid, spec in gates.items():
         where = f"{path}: gates.{gid}"
@@ -157,7 +164,46 @@ def _load_rules(path: Path, strategy: fk.GatingStrategy) -> dict[str, GateRule]:
                 raise GatingError(f"{where}: {key!r} is not '<dimension>.min' or '<dimension>.max'")
             bounds[key] = _bound_rule(b or {}, f"{where}.{key}")
         rules[gid] = GateRule(gid, "bounds", bounds)
+        named = _rule_populations(rules[gid]) - ids
+        if named:
+            raise GatingError(f"{where}: population/exclude name(s) {sorted(named)} not gates of the template "
+                              f"(gates: {sorted(ids)})")
     return rules
+
+
+def _check_expected(section, where: str, strategy: fk.GatingStrategy, ids: set[str]) -> None:
+    """Check the optional ``expected:`` section: where the populations sat (gate units) on the
+    instrument the windows were written for, per dimension ``negative``/``positive`` or, for
+    scatter, ``main``; ``population``: the gate whose events they describe. The gating does not
+    use it; :mod:`mrdflow.calibration` reads it."""
+    if section is None:
+        return
+    if not isinstance(section, Mapping) or set(section) - {"population", "markers"}:
+        raise GatingError(f"{where}: must be a mapping with 'markers' (and optionally 'population')")
+    dims = {d.id for gid, path in strategy.get_gate_ids()
+            for d in getattr(strategy.get_gate(gid, gate_path=path), "dimensions", None) or []}
+    markers = section.get("markers")
+    if not isinstance(markers, Mapping) or not markers:
+        raise GatingError(f"{where}.markers: must be a mapping of dimension -> positions")
+    for name, spec in [("population", {"population": section.get("population")}), *markers.items()]:
+        w = where if name == "population" else f"{where}.markers.{name}"
+        if name != "population" and name not in dims:
+            raise GatingError(f"{w}: not a dimension of the template's gates ({sorted(dims)})")
+        if not isinstance(spec, Mapping) or set(spec) - {"negative", "positive", "main", "population"}:
+            raise GatingError(f"{w}: must be a mapping of negative, positive (or main, for scatter) and population")
+        pop = spec.get("population")
+        if pop is not None and pop not in ids:
+            raise GatingError(f"{w}.population: {pop!r} is not a gate of the template (gates: {sorted(ids)})")
+        for key in ("negative", "positive", "main"):
+            v = spec.get(key)
+            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1):
+                raise GatingError(f"{w}.{key}: must be a number in [0, 1] (gate units), got {v!r}")
+        if name == "population":
+            continue
+        if ("main" in spec) == ("negative" in spec):
+            raise GatingError(f"{w}: give negative (and positive) for a fluorescence marker, or main for scatter")
+        if spec.get("positive") is not None and (spec.get("negative") is None or spec["positive"] <= spec["negative"]):
+            raise GatingError(f"{w}: positive ({spec['positive']}) must lie above negative ({spec.get('negative')})")
 
 
 def template_from_workspace(wsp_path: str | Path, group: str, panel: str, fcs_path: str | Path,

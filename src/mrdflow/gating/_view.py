@@ -48,8 +48,10 @@ class TubeView:
 
     ``raw``: events × channels, float32, $PnE/$PnG applied (FlowKit's "raw"). ``values(dim)``
     returns a dimension in its template coordinates: fluorescence markers compensated then
-    logicle-transformed, scatter linear-scaled, Time as stored × $TIMESTEP. Columns are computed
-    once and cached (float32, one column each).
+    logicle-transformed, scatter linear-scaled, Time as stored × $TIMESTEP. A marker the panel
+    reads on other markers' channels (``shares``, e.g. counting beads bright in every channel) is
+    the per-event minimum of those markers' values: beads are bright on all of them, a cell on at
+    most some. Columns are computed once and cached (float32, one column each).
     """
 
     CHUNK = 1 << 18  # events per chunk when computing columns
@@ -74,10 +76,18 @@ class TubeView:
         return int(self.raw.shape[0])
 
     def pnn(self, dim: str) -> str:
+        if dim in self.resolved.shared:
+            raise GatingError(f"{self.name}: marker {dim!r} has no channel of its own (it is read on the "
+                              f"channels of {list(self.resolved.shared[dim])})")
         if dim not in self.resolved.index:
             raise GatingError(f"{self.name}: template dimension {dim!r} is not a marker of panel "
                               f"{self.resolved.panel.name!r}")
         return self.resolved.pnn[dim]
+
+    def shares(self, dim: str) -> tuple[str, ...]:
+        """The markers whose channels ``dim`` is read on (its values: their per-event minimum);
+        empty for a dimension with a channel of its own."""
+        return tuple(self.resolved.shared.get(dim, ()))
 
     def kind(self, dim: str) -> str:
         if dim == "Time":
@@ -98,8 +108,15 @@ class TubeView:
         the whole matrix is kept. Chunks run as tasks of dask's threaded scheduler (``workers`` at
         once; the work is numpy, which releases the GIL), BLAS on one thread (these tall-skinny
         products only slow down with threads on small nodes). Later ``values(dim)`` calls hit
-        the cache.
+        the cache. A shared marker's column is the minimum of its shared markers' columns.
         """
+        shared = self.resolved.shared
+        derived = [d for d in dict.fromkeys(dims) if d in shared and d not in self._cache]
+        if derived:
+            self.prefetch([s for d in derived for s in shared[d]] + [d for d in dims if d not in shared], workers)
+            for d in derived:
+                self._cache[d] = np.minimum.reduce([self._cache[s] for s in shared[d]])
+            return
         todo = [d for d in dict.fromkeys(dims) if d not in self._cache]
         index = {d: self._column_index(d) for d in todo}
         for d in [d for d in todo if self.kind(d) == "time"]:

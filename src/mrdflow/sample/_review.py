@@ -70,7 +70,8 @@ def readouts() -> tuple[Readout, ...]:
 
 def gate_dependencies(template: GatingTemplate) -> dict[str, frozenset[str]]:
     """Per gate id of ``template``: the gate itself and every gate its events depend on (ancestors,
-    boolean operands, gates a bound rule reads through ``population``, ``fallback`` or ``floor``)."""
+    boolean operands, gates a bound rule reads through ``population`` or ``exclude``, also in its
+    ``fallback`` or ``floor``)."""
     out: dict[str, frozenset[str]] = {}
     for gid, path in template.gate_order():  # a gate's dependencies come before it
         gate = template.strategy.get_gate(gid, gate_path=path)
@@ -83,6 +84,7 @@ def gate_dependencies(template: GatingTemplate) -> dict[str, frozenset[str]]:
                 bound = todo.pop()
                 if bound.population:
                     direct.add(bound.population)
+                direct.update(bound.exclude)  # gates whose events it leaves out
                 todo += [b for b in (bound.fallback, bound.floor) if b is not None]
         out[gid] = frozenset({gid}.union(*(out.get(d, {d}) for d in direct)))
     return out
