@@ -225,3 +225,32 @@ def test_no_clone_no_flag():
     for tail in (0, 400):
         placed, _ = _mrd_marrow(0, tail)
         assert placed.evidence.sure and placed.evidence.fallback is None and placed.value > 0.55, (tail, placed)
+
+
+def test_cd138_cut_within_the_gate_leaves_the_other_lineage_out():
+    """The PC gate's second bound, CD138.min ``within_gate``: placed among the events above the
+    (lowered) CD38 cut, it separates the CD138-bright clone and normal PCs from the CD138-dim tail
+    of the other lineage, and the CD38 bound's verdict, re-checked on the final gate, is sure."""
+    rng = np.random.default_rng(7)
+    n_neg, n_norm, n_clone, n_tail = 200000, 300, 150, 400
+    cd38 = np.concatenate([rng.normal(0.33, 0.05, n_neg), rng.normal(0.84, 0.03, n_norm),
+                           rng.normal(0.49, 0.04, n_clone), rng.normal(0.45, 0.04, n_tail)]).astype(np.float32)
+    cd138 = np.concatenate([rng.normal(0.2, 0.06, n_neg), rng.normal(0.70, 0.05, n_norm),
+                            rng.normal(0.75, 0.04, n_clone), rng.normal(0.40, 0.05, n_tail)]).astype(np.float32)
+    p = SimpleNamespace(view=_View({"CD38": cd38, "CD138": cd138}), masks={}, template=SimpleNamespace(source="test"))
+    given = {"CD138": (0.45, None)}
+    everything = np.ones(cd38.size, bool)
+    bounds = {"CD38": (None, None), "CD138": (0.45, None)}  # the template's CD138 value before placement
+    cd38_rule = BoundRule("valley", window=(0.6, 0.8), given=given,
+                          fallback=BoundRule("above_negative", window=(0.6, 0.8), given=given))
+    placed38 = place_bound(p, "PC", "CD38", "min", cd38_rule, everything, bounds)
+    assert placed38.recheck is not None and not placed38.evidence.sure  # the tail is in with CD138 >= 0.45
+    bounds["CD38"] = (placed38.value, None)
+    placed138 = place_bound(p, "PC", "CD138", "min", BoundRule("valley", window=(0.35, 0.6), within_gate=True),
+                            everything, bounds)
+    bounds["CD138"] = (placed138.value, None)
+    pc = (cd38 >= bounds["CD38"][0]) & (cd138 >= bounds["CD138"][0])
+    clone = slice(n_neg + n_norm, n_neg + n_norm + n_clone)
+    assert float(np.mean(pc[clone])) > 0.95 and float(np.mean(pc[n_neg:n_neg + n_norm])) > 0.95
+    assert int(pc[n_neg + n_norm + n_clone:].sum()) < 20, placed138
+    assert placed38.recheck(bounds).sure, placed38.recheck(bounds)

@@ -110,11 +110,18 @@ class BoundMethod:
 
 @dataclass(frozen=True)
 class PlacedBound:
-    """A placed bound: ``value`` (gate units), ``note`` (``GateStep.how``) and its ``evidence``."""
+    """A placed bound: ``value`` (gate units), ``note`` (``GateStep.how``) and its ``evidence``.
+
+    ``recheck``: for a bound whose verdict depends on the gate's other bounds (a lowered
+    ``above_negative`` cut is unsure when the gate takes in another lineage with it), the
+    evidence again from the gate's final bounds; the rectangle placer calls it once every bound
+    of the gate is placed (a later bound, e.g. CD138 placed ``within_gate``, may leave that
+    lineage out)."""
 
     value: float
     note: str
     evidence: BoundEvidence
+    recheck: Callable[[Mapping[str, tuple[float | None, float | None]]], BoundEvidence] | None = None
 
 
 def place_bound(placement: Placement, gate_id: str, dim: str, side: str, rule: BoundRule,
@@ -129,6 +136,8 @@ def place_bound(placement: Placement, gate_id: str, dim: str, side: str, rule: B
         t, note = method.place(ctx)
         return PlacedBound(t, note, fixed_evidence(t))
     ctx.selection = _selection(placement, rule, parent_mask)
+    if rule.within_gate:
+        ctx.selection &= _in_gate_elsewhere(ctx, bounds)
     ctx.values = placement.view.values(dim)[ctx.selection]
     ctx.window = rule.window
     if rule.floor is not None:
@@ -178,10 +187,6 @@ def _fall_back(ctx: BoundContext, primary: PlacedBound) -> PlacedBound:
         depth, prominence = rise_depth(ctx.values, t, (0.0, 1.0))
         whole = replace(whole, valley_depth=depth, prominence=prominence)
     deep = whole.valley_depth is not None and whole.valley_depth >= DEEP_VALLEY
-    if fb.method == "above_negative" and whole.sure:
-        taken_in = _unlike_taken_in(ctx, primary.value, t)
-        if taken_in is not None:
-            whole = replace(whole, sure=False, reason=taken_in)
     w = ctx.window
     # The generic fallback (populations, no rule of its own) trusts the template's window as a prior:
     # a valley more than one window width away from it separates other populations than the ones
@@ -199,7 +204,17 @@ def _fall_back(ctx: BoundContext, primary: PlacedBound) -> PlacedBound:
                  edge_distance=float(min(abs(t - w[0]), abs(w[1] - t))),
                  fallback=f"{fb.method}: {note} (the valley {primary.value:.3f} was uncertain: {why})",
                  sure=sure, reason=reason)
-    return PlacedBound(t, f"{note} (fallback: valley {primary.value:.3f} uncertain){ctx.floor_note}", ev)
+    note = f"{note} (fallback: valley {primary.value:.3f} uncertain){ctx.floor_note}"
+    if fb.method != "above_negative":
+        return PlacedBound(t, note, ev)
+
+    def recheck(gate_bounds: Mapping[str, tuple[float | None, float | None]]) -> BoundEvidence:
+        taken_in = _unlike_taken_in(ctx, primary.value, t, gate_bounds) if ev.sure else None
+        if taken_in is None:
+            return ev
+        return replace(ev, sure=False, reason=f"{primary.evidence.reason}; fallback {fb.method} {t:.3f}: {taken_in}")
+
+    return PlacedBound(t, note, recheck(ctx.bounds), recheck)
 
 
 def _selection(placement: Placement, rule: BoundRule, parent_mask: np.ndarray) -> np.ndarray:
@@ -369,14 +384,15 @@ def _rare_like_kept(ctx: BoundContext, negative: float | None, cut: float) -> st
             f"negative population ({negative:.2f}) and the cut {cut:.3f}")
 
 
-def _unlike_taken_in(ctx: BoundContext, primary: float, cut: float) -> str | None:
+def _unlike_taken_in(ctx: BoundContext, primary: float, cut: float,
+                     gate_bounds: Mapping[str, tuple[float | None, float | None]]) -> str | None:
     """The reason a lowered ``above_negative`` cut is unsure: it also takes in :data:`RARE_EVENTS`
     or more candidates dimmer on the ``given`` dimensions than those the primary cut kept, and more
     than a fifth as many as the like ones it takes in (a CD138-dim eosinophil tail beside a rare
     CD38-dim clone): the gate, a rectangle, cannot keep the one without the other. None otherwise."""
     if cut >= primary:
         return None
-    sel = _in_gate_elsewhere(ctx)
+    sel = _in_gate_elsewhere(ctx, gate_bounds)
     v = ctx.placement.view.values(ctx.dim)
     taken = sel & (v >= cut) & (v < primary)
     like = _like_kept(ctx, taken, sel & (v >= primary))
@@ -389,11 +405,12 @@ def _unlike_taken_in(ctx: BoundContext, primary: float, cut: float) -> str | Non
             f"{', '.join(ctx.rule.given)}: the gate cannot keep the one without the other")
 
 
-def _in_gate_elsewhere(ctx: BoundContext) -> np.ndarray:
-    """The parent's events inside the gate's bounds on its other dimensions (as placed so far):
-    the events this bound alone decides on (bool per event)."""
+def _in_gate_elsewhere(ctx: BoundContext, gate_bounds: Mapping[str, tuple[float | None, float | None]]) -> np.ndarray:
+    """The parent's events inside ``gate_bounds`` on the gate's other dimensions (the template's
+    values and the bounds placed so far, or the final ones): the events this bound alone decides
+    on (bool per event)."""
     sel = ctx.parent_mask.copy()
-    for gdim, (lo, hi) in ctx.bounds.items():
+    for gdim, (lo, hi) in gate_bounds.items():
         if gdim == ctx.dim:
             continue
         g = ctx.placement.view.values(gdim)

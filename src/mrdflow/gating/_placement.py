@@ -144,6 +144,7 @@ def _place_rectangle(p: Placement, g: TemplateGate) -> None:
     bounds: dict[str, tuple[float | None, float | None]] = {}
     how: dict[str, str] = {}
     evidence: dict = {}
+    rechecks: dict = {}
     dims = g.dims
     for d in tgate.dimensions:
         bounds[d.id] = (d.min, d.max)
@@ -157,6 +158,10 @@ def _place_rectangle(p: Placement, g: TemplateGate) -> None:
         bounds[dim] = (value, hi) if side == "min" else (lo, value)
         how[key] = placed.note
         evidence[key] = placed.evidence
+        if placed.recheck is not None:
+            rechecks[key] = placed.recheck
+    for key, recheck in rechecks.items():  # verdicts that depend on the whole gate
+        evidence[key] = recheck(bounds)
     shared = {dim: p.view.shares(dim) for dim in bounds if p.view.shares(dim)}
     if shared:
         how[""] = "; ".join(f"{dim}: per-event minimum of {', '.join(s)} (no channel of its own)"

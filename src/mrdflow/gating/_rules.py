@@ -35,7 +35,10 @@ class BoundRule:
     ``given``: restrict the events used for the density to ranges on other dimensions, e.g.
     ``{CD138: [0.35, null]}``. ``population``: use that gate's events instead of the parent's.
     ``exclude``: leave out the events of these gates (placed first), e.g. ``[Beads]`` takes the
-    counting beads out of a scatter density wherever the bead gate put its cut. ``floor`` (valley and tail
+    counting beads out of a scatter density wherever the bead gate put its cut. ``within_gate``:
+    use only the events inside the gate's bounds on its other dimensions as placed before this
+    one (rules are placed in the order the YAML lists them), e.g. a PC gate's CD138 cut placed
+    among the events above its CD38 cut, wherever the data put that. ``floor`` (valley and tail
     only): a bound rule placed first, typically a ``tail`` on an internal negative population
     (``{method: tail, population: Tcells}``); the search window's lower end is raised to its value
     (kept below the window's upper end), so the threshold never lands inside that negative.
@@ -48,6 +51,7 @@ class BoundRule:
     given: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
     population: str | None = None
     exclude: tuple[str, ...] = ()
+    within_gate: bool = False
     fallback: BoundRule | None = None
     floor: BoundRule | None = None
 

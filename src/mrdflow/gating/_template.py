@@ -81,7 +81,8 @@ def _listing(names: Sequence[str], last: str) -> str:
 
 
 def _bound_rule(spec: Mapping, where: str) -> BoundRule:
-    known = {"method", "window", "k", "quantile", "given", "population", "exclude", "fallback", "floor"}
+    known = {"method", "window", "k", "quantile", "given", "population", "exclude", "within_gate", "fallback",
+             "floor"}
     unknown = set(spec) - known
     if unknown:
         raise GatingError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -103,6 +104,9 @@ def _bound_rule(spec: Mapping, where: str) -> BoundRule:
     exclude = spec.get("exclude") or []
     if not (isinstance(exclude, list) and all(isinstance(g, str) for g in exclude)):
         raise GatingError(f"{where}: exclude must be a list of gate ids")
+    within_gate = spec.get("within_gate", False)
+    if not isinstance(within_gate, bool):
+        raise GatingError(f"{where}: within_gate must be true or false")
     fb = spec.get("fallback")
     fl = spec.get("floor")
     if fl and not BOUND_METHODS[method].floor:
@@ -116,6 +120,7 @@ def _bound_rule(spec: Mapping, where: str) -> BoundRule:
         given=given,
         population=spec.get("population"),
         exclude=tuple(exclude),
+        within_gate=within_gate,
         fallback=_bound_rule(fb, f"{where}.fallback") if fb else None,
         floor=_bound_rule(fl, f"{where}.floor") if fl else None,
     )
