@@ -42,6 +42,12 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "load_template",
             "template_from_workspace",
         ],
+        "_workspace": [
+            "WorkspaceSample",
+            "WorkspaceSampleMissing",
+            "match_workspace_sample",
+            "workspace_samples",
+        ],
         "_view": [
             "OpenTube",
             "TubeView",

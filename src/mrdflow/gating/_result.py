@@ -30,7 +30,8 @@ class GateStep:
     each bound ("valley 0.62 in [0.55, 0.80]"). parent: parent gate id (None at the root).
     evidence: per placed bound (key as in ``how``, e.g. ``"CD38.min"``) what placed it and how
     sure it is. review: None when every bound is sure; else one line naming the gate and why
-    (``"PC: CD38.min 0.800 on the edge of its search window ..."``).
+    (``"PC: CD38.min 0.800 on the edge of its search window ..."``). path: the full gate path
+    ("root", ..., gate id) where gate ids may repeat under different parents (FlowJo workspaces).
     """
 
     gate_id: str
@@ -46,6 +47,7 @@ class GateStep:
     static: bool = False  # applied as drawn (FlowJo workspace): coordinates are not ours to plot
     evidence: dict[str, BoundEvidence] = field(default_factory=dict)
     review: str | None = None
+    path: tuple[str, ...] = ()  # full gate path ("root", ..., gate_id) when known (FlowJo workspaces)
 
 
 def step_reviews(steps: Sequence[GateStep]) -> list[tuple[str, str]]:
@@ -85,7 +87,8 @@ class TubeGating:
     def mask(self, gate_id: str) -> np.ndarray:
         return self.result.membership(gate_id)
 
-    def count(self, gate_id: str) -> int:
+    def count(self, gate_id: str | tuple[str, ...]) -> int:
+        """Events in a gate: its id (when unique) or its full path."""
         return int(self.result.count(gate_id))
 
     @property
@@ -116,11 +119,15 @@ class TubeGating:
         """Rows of gating.tsv: population, parent, count, pct_parent, pct_of_total."""
         rows = []
         n = self.n_events
+        names = [s.gate_id for s in self.steps]
         for step in self.steps:
-            c = self.count(step.gate_id)
-            p = self.count(step.parent) if step.parent else n
+            own = step.path or step.gate_id
+            c = self.count(own)
+            p = (self.count(step.path[:-1] if step.path else step.parent)) if step.parent else n
+            # A gate id used under two parents (FlowJo) is shown by its path.
+            label = "/".join(step.path[1:]) if step.path and names.count(step.gate_id) > 1 else step.gate_id
             rows.append({
-                "population": step.gate_id,
+                "population": label,
                 "parent": step.parent or "all events",
                 "count": c,
                 "pct_parent": 100.0 * c / p if p else float("nan"),
@@ -162,7 +169,7 @@ class StreamedGating:
         """Membership over the placement sample (not over every event)."""
         return self.sample.mask(gate_id)
 
-    def count(self, gate_id: str) -> int:
+    def count(self, gate_id: str | tuple[str, ...]) -> int:
         return int(self.counts[self.sample.result.resolve(gate_id)])
 
     def nonfinite_events(self) -> int:

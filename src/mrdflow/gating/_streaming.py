@@ -205,8 +205,8 @@ def gate_tube_streamed(template: GatingTemplate, tube: OpenTube | str | Path, re
     resolve = sample.result.resolve
     steps = []
     for st in sample.steps:
-        c = counts[resolve(st.gate_id)]
-        pc = counts[resolve(st.parent)] if st.parent else n
+        c = counts[resolve(st.path or st.gate_id)]
+        pc = counts[resolve(st.path[:-1] if st.path else st.parent)] if st.parent else n
         steps.append(replace(st, count=int(c), parent_count=int(pc)))
     qc = dict(sample.qc)
     # The time QC's removed fraction (and so the flow-rate failure that makes MRD not evaluable)

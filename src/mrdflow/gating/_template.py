@@ -19,6 +19,7 @@ import yaml
 from mrdflow.gating._bounds import BOUND_METHODS
 from mrdflow.gating._placement import gate_methods
 from mrdflow.gating._rules import BoundRule, GateRule, GatingError
+from mrdflow.gating._workspace import template_from_workspace
 
 __all__ = ["GatingTemplate", "load_template", "template_from_workspace"]
 
@@ -38,23 +39,35 @@ class GatingTemplate:
     static: bool = False
 
     def gate_order(self) -> list[tuple[str, tuple[str, ...]]]:
-        """(gate id, parent path) in an order where parents and boolean references come first."""
+        """(gate id, parent path) in an order where parents and boolean references come first.
+
+        Gates are tracked by full path (a FlowJo workspace may use one name under two parents);
+        a boolean reference without a path, and a rule's ``population``, name a gate id.
+        """
         ids = self.strategy.get_gate_ids()
-        done: set[str] = set()
+        done_paths: set[tuple[str, ...]] = {("root",)}
+        done_ids: set[str] = set()
         out: list[tuple[str, tuple[str, ...]]] = []
         pending = list(ids)
         while pending:
             progressed = False
             for gid, path in list(pending):
                 gate = self.strategy.get_gate(gid, gate_path=path)
-                deps = set(path[1:])
+                need_paths = {tuple(path)}
+                need_ids: set[str] = set()
                 if isinstance(gate, fk.gates.BooleanGate):
-                    deps |= {r["ref"] for r in gate.gate_refs}
+                    for r in gate.gate_refs:
+                        if r.get("path"):
+                            rp = tuple(r["path"])
+                            need_paths.add((rp if rp[:1] == ("root",) else ("root", *rp)) + (r["ref"],))
+                        else:
+                            need_ids.add(r["ref"])
                 if gid in self.rules:  # gates whose events a bound rule uses (population:)
-                    deps |= _rule_populations(self.rules[gid])
-                if deps <= done:
+                    need_ids |= _rule_populations(self.rules[gid])
+                if need_paths <= done_paths and need_ids <= done_ids:
                     out.append((gid, path))
-                    done.add(gid)
+                    done_paths.add(tuple(path) + (gid,))
+                    done_ids.add(gid)
                     pending.remove((gid, path))
                     progressed = True
             if not progressed:
@@ -209,34 +222,3 @@ def _check_expected(section, where: str, strategy: fk.GatingStrategy, ids: set[s
             raise GatingError(f"{w}: give negative (and positive) for a fluorescence marker, or main for scatter")
         if spec.get("positive") is not None and (spec.get("negative") is None or spec["positive"] <= spec["negative"]):
             raise GatingError(f"{w}: positive ({spec['positive']}) must lie above negative ({spec.get('negative')})")
-
-
-def template_from_workspace(wsp_path: str | Path, group: str, panel: str, fcs_path: str | Path,
-                            sample_id: str | None = None) -> GatingTemplate:
-    """A static template from a FlowJo 10 workspace's sample group, imported by FlowKit.
-
-    FlowKit binds a workspace's gates to a loaded sample, so ``fcs_path`` names the (template)
-    FCS file the group's gates were drawn on; ``sample_id`` picks one sample of the group (default:
-    the first). Gates keep FlowJo's channel names, transforms and compensation and are applied as
-    drawn (``static``).
-    """
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sample = fk.Sample(str(fcs_path), ignore_offset_error=True)
-            ws = fk.Workspace(str(wsp_path), fcs_samples=[sample])
-    except Exception as e:  # FlowKit raises several types for unreadable workspaces
-        raise GatingError(f"{wsp_path}: cannot read FlowJo workspace ({type(e).__name__}: {e})") from None
-    groups = ws.get_sample_groups()
-    if group not in groups:
-        raise GatingError(f"{wsp_path}: no sample group {group!r} (groups: {groups})")
-    ids = ws.get_sample_ids(group)
-    if not ids:
-        raise GatingError(f"{wsp_path}: sample group {group!r} has no sample loaded from {fcs_path}")
-    sid = sample_id or ids[0]
-    if sid not in ids:
-        raise GatingError(f"{wsp_path}: sample {sid!r} is not in group {group!r} ({ids})")
-    strategy = ws.get_gating_strategy(sid)
-    return GatingTemplate(panel, strategy, {}, f"{wsp_path}#{group}", static=True)

@@ -68,12 +68,14 @@ def _gate_static(template: GatingTemplate, view: TubeView, chunk_size: int) -> T
     result = engine.evaluate(view.raw, view.fcs.pnn, sample_comp=sample_comp, pns=view.fcs.pns)
     steps = []
     for gid, path in template.gate_order():
+        # Counted by full path: a workspace may use one gate name under two parents.
         gate = template.strategy.get_gate(gid, gate_path=path)
         kind = _STATIC_KINDS.get(type(gate).__name__, "other")
         dims = tuple(d.id for d in getattr(gate, "dimensions", []) or [])
         parent = path[-1] if len(path) > 1 else None
+        full = (*path, gid)
         steps.append(GateStep(gid, parent, kind, dims, how={"": f"as drawn in {template.source}"},
-                              count=int(result.count(gid)),
-                              parent_count=int(result.count(parent)) if parent else result.n_events,
-                              static=True))
+                              count=int(result.count(full)),
+                              parent_count=int(result.count(path)) if parent else result.n_events,
+                              static=True, path=full))
     return TubeGating(template.strategy, result, steps, view, {})

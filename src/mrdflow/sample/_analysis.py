@@ -111,15 +111,26 @@ class SampleSettings:
     workdir: Path = Path(".")
     reference: Path | None = None
 
-    def template(self, panel: str) -> GatingTemplate:
-        """The panel's Gating-ML template, or its FlowJo workspace when the config names one."""
+    def template(self, panel: str, fcs: str | Path | None = None) -> GatingTemplate:
+        """The panel's Gating-ML template, or its FlowJo workspace when the config names one.
+
+        From a workspace: the gates of the tube's own sample (``fcs``, matched by FlowJo's sample
+        name, then $FIL, then file name) when the workspace has it and no ``sample_id`` is
+        configured; else those of the configured template sample (``fcs``/``sample_id``).
+        """
         from mrdflow.config import resolve_path
-        from mrdflow.gating import load_template, template_from_workspace
+        from mrdflow.gating import WorkspaceSampleMissing, load_template, template_from_workspace
 
         ws = (self.panel_config.get(panel) or {}).get("workspace")
         if ws:
-            return template_from_workspace(resolve_path(ws["path"], self.workdir), ws["group"], panel,
-                                           resolve_path(ws["fcs"], self.workdir), ws.get("sample_id"))
+            wsp = resolve_path(ws["path"], self.workdir)
+            if fcs is not None and not ws.get("sample_id"):
+                try:
+                    return template_from_workspace(wsp, ws["group"], panel, fcs)
+                except WorkspaceSampleMissing:
+                    pass  # not a workspace sample: the template sample's gates
+            return template_from_workspace(wsp, ws["group"], panel, resolve_path(ws["fcs"], self.workdir),
+                                           ws.get("sample_id"))
         return load_template(self.gating_dir, panel)
 
 
@@ -263,7 +274,7 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     plot_dir.mkdir(parents=True)  # present even when no tube could be gated (a rule output)
     for tube in order:
         try:
-            template = settings.template(tube.panel)
+            template = settings.template(tube.panel, data_dir / tube.fcs)
             g = _gate(tube, data_dir, settings, fmo_of.get(tube.panel) if tube.role == "stain" else None, template)
         except MrdflowError as e:
             log.error("%s/%s: %s", sample_id, tube.tube, e)
