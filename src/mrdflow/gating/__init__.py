@@ -48,6 +48,10 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "match_workspace_sample",
             "workspace_samples",
         ],
+        "_flowjo_out": [
+            "FlowJoSample",
+            "write_workspace",
+        ],
         "_view": [
             "OpenTube",
             "TubeView",
