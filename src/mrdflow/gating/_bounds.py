@@ -166,9 +166,10 @@ def place_bound(placement: Placement, gate_id: str, dim: str, side: str, rule: B
 def _fall_back(ctx: BoundContext, primary: PlacedBound) -> PlacedBound:
     """An uncertain valley bound placed by its rule's ``fallback`` (default ``populations``).
 
-    The fallback's value is taken when it found a valley between two populations; the bound is
-    sure when that valley is deep and passes the checks (judged on the whole axis: the fallback
-    may leave the window by design). Otherwise the primary value stands, still uncertain.
+    The fallback's value is taken when it found a valley between two populations (the generic
+    fallback's only within one window width of the window); the bound is sure when that valley is
+    deep and passes the checks (judged on the whole axis: the fallback may leave the window by
+    design). Otherwise the primary value stands, still uncertain.
     """
     rule = ctx.rule
     fb = rule.fallback or BoundRule("populations", window=rule.window, given=rule.given, population=rule.population)
@@ -191,14 +192,20 @@ def _fall_back(ctx: BoundContext, primary: PlacedBound) -> PlacedBound:
     # The generic fallback (populations, no rule of its own) trusts the template's window as a prior:
     # a valley more than one window width away from it separates other populations than the ones
     # the template drew the gate between (e.g. a CD117-dim clone, not the CD117-bright mast cells),
-    # so it is kept only as an unsure value. A rule's own fallback (above_negative) says where the
+    # so it is not taken. A rule's own fallback (above_negative) says where the
     # cut belongs whatever the window, and is judged by its valley alone.
     far = rule.fallback is None and max(w[0] - t, t - w[1], 0.0) > (w[1] - w[0])
-    sure = whole.sure and deep and not far
+    if far:
+        # Its value would count those other populations as the gate's (a CD117+ clone as mast
+        # cells): the primary value stands, unsure, and the fallback is only recorded.
+        away = f"{max(w[0] - t, t - w[1]):.3f} from the window [{w[0]:.2f}, {w[1]:.2f}], more than its width"
+        ev = replace(primary.evidence, fallback=f"{fb.method}: {note}, not taken: {away} (tried because {why})",
+                     sure=False, reason=f"{why}; fallback {fb.method} {t:.3f}: {away}")
+        return PlacedBound(primary.value, f"{primary.note}; {fb.method}: {note}, not taken ({away})", ev)
+    sure = whole.sure and deep
     reason = None if sure else (
         f"{primary.evidence.reason}; fallback {fb.method} {t:.3f}: "
-        + (f"{max(w[0] - t, t - w[1]):.3f} from the window [{w[0]:.2f}, {w[1]:.2f}], more than its width"
-           if far else whole.reason
+        + (whole.reason
            or f"valley depth {whole.valley_depth if whole.valley_depth is not None else 0:.2f} < {DEEP_VALLEY}"))
     ev = replace(whole, method=rule.method, window=(float(w[0]), float(w[1])),
                  edge_distance=float(min(abs(t - w[0]), abs(w[1] - t))),
