@@ -130,6 +130,18 @@ def test_above_negative_rule_keeps_a_clean_valley_in_the_window():
     assert float(np.mean(v[4000:] >= placed.value)) > 0.95
 
 
+def _place_pc_cd38(cd38: np.ndarray, cd138: np.ndarray):
+    """The PC gate's CD38.min as the NGF templates place it: a valley in [0.6, 0.8] among the
+    CD138 >= 0.45 candidates, falling back to just above the CD38-negative population; the gate's
+    CD138 bound at its template value."""
+    p = SimpleNamespace(view=_View({"CD38": cd38, "CD138": cd138}), masks={}, template=SimpleNamespace(source="test"))
+    given = {"CD138": (0.45, None)}
+    rule = BoundRule("valley", window=(0.6, 0.8), given=given,
+                     fallback=BoundRule("above_negative", window=(0.6, 0.8), given=given))
+    return place_bound(p, "PC", "CD38", "min", rule, np.ones(cd38.size, bool),
+                       {"CD38": (None, None), "CD138": (0.45, None)})
+
+
 def test_cd38_dim_clone_without_cd38_negative_cd138_events():
     """The CD138+ events hold no CD38-negative cell at all: a CD38-dim clone (0.49) and a few
     bright normal PCs (0.84). The negative population comes from the parent (every nucleated cell,
@@ -140,12 +152,7 @@ def test_cd38_dim_clone_without_cd38_negative_cd138_events():
                            rng.normal(0.84, 0.03, n_norm)]).astype(np.float32)
     cd138 = np.concatenate([rng.normal(0.2, 0.07, n_neg), rng.normal(0.74, 0.04, n_clone),
                             rng.normal(0.69, 0.04, n_norm)]).astype(np.float32)
-    p = SimpleNamespace(view=_View({"CD38": cd38, "CD138": cd138}), masks={}, template=SimpleNamespace(source="test"))
-    given = {"CD138": (0.45, None)}
-    rule = BoundRule("valley", window=(0.6, 0.8), given=given,
-                     fallback=BoundRule("above_negative", window=(0.6, 0.8), given=given))
-    placed = place_bound(p, "PC", "CD38", "min", rule, np.ones(cd38.size, bool),
-                         {"CD38": (None, None), "CD138": (0.45, None)})
+    placed = _place_pc_cd38(cd38, cd138)
     clone = cd38[n_neg:n_neg + n_clone]
     assert float(np.mean(clone >= placed.value)) > 0.95, placed
     assert placed.evidence.fallback and "above_negative" in placed.evidence.fallback
@@ -161,12 +168,7 @@ def test_clone_merging_into_the_negative_population_stays_unsure():
     n_neg, n_clone = 20000, 8000
     cd38 = np.concatenate([rng.normal(0.33, 0.06, n_neg), rng.normal(0.40, 0.08, n_clone)]).astype(np.float32)
     cd138 = np.concatenate([rng.normal(0.2, 0.07, n_neg), rng.normal(0.74, 0.04, n_clone)]).astype(np.float32)
-    p = SimpleNamespace(view=_View({"CD38": cd38, "CD138": cd138}), masks={}, template=SimpleNamespace(source="test"))
-    given = {"CD138": (0.45, None)}
-    rule = BoundRule("valley", window=(0.6, 0.8), given=given,
-                     fallback=BoundRule("above_negative", window=(0.6, 0.8), given=given))
-    placed = place_bound(p, "PC", "CD38", "min", rule, np.ones(cd38.size, bool),
-                         {"CD38": (None, None), "CD138": (0.45, None)})
+    placed = _place_pc_cd38(cd38, cd138)
     clone = cd38[n_neg:]
     assert float(np.mean(clone >= placed.value)) > 0.95 or not placed.evidence.sure, placed
     assert not placed.evidence.sure, placed.evidence
@@ -196,12 +198,7 @@ def _mrd_marrow(n_clone: int, n_tail: int, seed: int = 6):
                            rng.normal(0.49, 0.04, n_clone), rng.normal(0.45, 0.04, n_tail)]).astype(np.float32)
     cd138 = np.concatenate([rng.normal(0.2, 0.06, n_neg), rng.normal(0.70, 0.05, n_norm),
                             rng.normal(0.75, 0.04, n_clone), rng.normal(0.49, 0.02, n_tail)]).astype(np.float32)
-    p = SimpleNamespace(view=_View({"CD38": cd38, "CD138": cd138}), masks={}, template=SimpleNamespace(source="test"))
-    given = {"CD138": (0.45, None)}
-    rule = BoundRule("valley", window=(0.6, 0.8), given=given,
-                     fallback=BoundRule("above_negative", window=(0.6, 0.8), given=given))
-    placed = place_bound(p, "PC", "CD38", "min", rule, np.ones(cd38.size, bool),
-                         {"CD38": (None, None), "CD138": (0.45, None)})
+    placed = _place_pc_cd38(cd38, cd138)
     return placed, cd38[n_neg + n_norm:n_neg + n_norm + n_clone]
 
 

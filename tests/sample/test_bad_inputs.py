@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fcs_bytes import FCSSpec, fcs_bytes
+from marrow_tube import ngf1_row, settings_without_plots
 
-from mrdflow.config import Tube, load_config, resolve_path
+from mrdflow.config import Tube
 from mrdflow.demo import load_design, simulate_file
 from mrdflow.io import read_fcs, write_fcs
 from mrdflow.metrics import read_metrics
-from mrdflow.panels import load_panels
-from mrdflow.sample import analyse_sample, finish_sample, settings_from_config
+from mrdflow.sample import analyse_sample, finish_sample
 
 REPO = Path(__file__).resolve().parents[2]
 STRUCTURAL = {"$BEGINANALYSIS", "$ENDANALYSIS", "$BEGINDATA", "$ENDDATA", "$BEGINSTEXT", "$ENDSTEXT",
@@ -25,15 +25,8 @@ STRUCTURAL = {"$BEGINANALYSIS", "$ENDANALYSIS", "$BEGINDATA", "$ENDDATA", "$BEGI
 def good(tmp_path_factory):
     """A simulated NGF tube 1 (tiny design, 20,000 events) and the per-sample settings."""
     d = tmp_path_factory.mktemp("bad_inputs")
-    row = {"sample_id": "PT01_BM_baseline", "patient_id": "PT01", "specimen": "BM", "visit": "baseline", "day": "-5",
-           "infusion": "1", "tube": "ngf1", "panel": "ngf_tube1", "role": "stain", "fmo_marker": "",
-           "fcs": "good.fcs", "beads_per_tube": "", "blood_volume_ul": ""}
-    simulate_file(row, load_design(REPO / "config" / "test" / "design.yaml"), d)
-    cfg = load_config(REPO / "config" / "test" / "config.yaml")
-    cfg["sample"]["plots"] = False
-    settings = settings_from_config(cfg, load_panels(resolve_path(cfg["panels_dir"])), resolve_path(cfg["gating_dir"]),
-                                    workdir=REPO, reference=resolve_path(cfg["clustering"]["reference"]))
-    return d, settings
+    simulate_file(ngf1_row("good.fcs"), load_design(REPO / "config" / "test" / "design.yaml"), d)
+    return d, settings_without_plots(REPO / "config" / "test" / "config.yaml")
 
 
 def _variant(folder: Path, name: str, change) -> str:

@@ -11,28 +11,22 @@ import json
 from pathlib import Path
 
 import pytest
+from marrow_tube import ngf1_row, settings_without_plots
 
-from mrdflow.config import Tube, load_config, resolve_path
+from mrdflow.config import Tube
 from mrdflow.demo import load_design, simulate_file
-from mrdflow.panels import load_panels
-from mrdflow.sample import analyse_sample, finish_sample, settings_from_config
+from mrdflow.sample import analyse_sample, finish_sample
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE2 = REPO / "config" / "test_profile2"
-ROW = {"sample_id": "PT08_BM_baseline", "patient_id": "PT08", "specimen": "BM", "visit": "baseline", "day": "-5",
-       "infusion": "1", "tube": "ngf1", "panel": "ngf_tube1", "role": "stain", "fmo_marker": "",
-       "fcs": "ngf1.fcs", "beads_per_tube": "", "blood_volume_ul": ""}
 
 
 def _sample(tmp_path: Path, cd38_shift: float) -> tuple[dict, dict]:
     design = copy.deepcopy(load_design(PROFILE2 / "design.yaml"))
     design["instrument"] = {**design["instrument"], "marker_shift_log10": {"CD38": cd38_shift}}
     data = tmp_path / "data"
-    truth = simulate_file(ROW, design, data, seed=596)
-    cfg = load_config(PROFILE2 / "config.yaml")
-    cfg["sample"]["plots"] = False
-    settings = settings_from_config(cfg, load_panels(resolve_path(cfg["panels_dir"])), resolve_path(cfg["gating_dir"]),
-                                    workdir=REPO, reference=resolve_path(cfg["clustering"]["reference"]))
+    truth = simulate_file(ngf1_row("ngf1.fcs", "PT08_BM_baseline", "PT08"), design, data, seed=596)
+    settings = settings_without_plots(PROFILE2 / "config.yaml")
     tube = Tube(sample_id="S", patient_id="PT08", specimen="BM", visit="baseline", day=-5, infusion=1, tube="ngf1",
                 panel="ngf_tube1", role="stain", fcs="ngf1.fcs")
     out = tmp_path / "out"

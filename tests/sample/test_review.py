@@ -7,12 +7,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from marrow_tube import ngf1_row, settings_without_plots
 
-from mrdflow.config import Tube, load_config, resolve_path
+from mrdflow.config import Tube
 from mrdflow.gating import load_template
 from mrdflow.metrics import GateReview, read_metrics
-from mrdflow.panels import load_panels
-from mrdflow.sample import analyse_sample, finish_sample, settings_from_config
+from mrdflow.sample import analyse_sample, finish_sample
 from mrdflow.sample._review import TubeReview, gate_dependencies, gate_evidence, gate_reviews, review_needed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,15 +79,8 @@ def marrow(tmp_path_factory):
     from mrdflow.demo import load_design, simulate_file
 
     d = tmp_path_factory.mktemp("review")
-    row = {"sample_id": "PT01_BM_baseline", "patient_id": "PT01", "specimen": "BM", "visit": "baseline", "day": "-5",
-           "infusion": "1", "tube": "ngf1", "panel": "ngf_tube1", "role": "stain", "fmo_marker": "",
-           "fcs": "ngf1.fcs", "beads_per_tube": "", "blood_volume_ul": ""}
-    simulate_file(row, load_design(REPO / "config" / "test" / "design.yaml"), d)
-    cfg = load_config(REPO / "config" / "test" / "config.yaml")
-    cfg["sample"]["plots"] = False
-    settings = settings_from_config(cfg, load_panels(resolve_path(cfg["panels_dir"])), resolve_path(cfg["gating_dir"]),
-                                    workdir=REPO, reference=resolve_path(cfg["clustering"]["reference"]))
-    return d, settings
+    simulate_file(ngf1_row("ngf1.fcs"), load_design(REPO / "config" / "test" / "design.yaml"), d)
+    return d, settings_without_plots(REPO / "config" / "test" / "config.yaml")
 
 
 def _run(marrow, out: Path, monkeypatch, unsure: dict[str, str]) -> dict:
