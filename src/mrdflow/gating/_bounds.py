@@ -341,7 +341,7 @@ def _same_kind(ctx: BoundContext, negative: float | None, cut: float) -> bool:
     with (nothing speaks against the candidates)."""
     if negative is None:
         return False
-    sel = _selection(ctx.placement, ctx.rule, ctx.parent_mask)
+    sel = ctx.selection  # the events the bound was placed on
     v = ctx.placement.view.values(ctx.dim)
     between = sel & (v > negative) & (v < cut)
     kept = sel & (v >= cut)
@@ -381,7 +381,7 @@ def _rare_like_kept(ctx: BoundContext, negative: float | None, cut: float) -> st
     an MRD marrow is the read-out itself."""
     if negative is None:
         return None
-    sel = _selection(ctx.placement, ctx.rule, ctx.parent_mask)
+    sel = ctx.selection  # the events the bound was placed on
     v = ctx.placement.view.values(ctx.dim)
     like = _like_kept(ctx, sel & (v > negative) & (v < cut), sel & (v >= cut))
     n = int(like.sum()) if like is not None else 0
