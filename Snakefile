@@ -16,6 +16,7 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/io.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/clustering.smk"
+include: "workflow/rules/review.smk"
 include: "workflow/rules/cohort.smk"
 
 
@@ -28,6 +29,13 @@ rule all:
         COHORT_ANNDATA.pc,
         COHORT_PLOTS.png,
         REPORT_HTML,
+        CHANGES_TSV,
         # per-sample contract outputs are final outputs, not intermediates: a lost one is remade
         [sample_file(name, s) for s in SAMPLES for name in ("metrics", "gating", "gates")],
     default_target: True
+
+
+# `snakemake review`: every review batch as a FlowJo 10 workspace (results/review/<batch>.wsp).
+rule review:
+    input:
+        expand(f"{REVIEW_DIR}/{{batch}}.wsp", batch=list(REVIEW_BATCHES)),

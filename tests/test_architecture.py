@@ -22,6 +22,7 @@ LAYERS = {
     "gating": 4, "clustering": 4,
     "calibration": 4.5,  # a lab tool over gating/io/config: below the per-sample stage, never importing it
     "sample": 5,
+    "review": 5.5,  # the FlowJo review loop: re-gates samples (sample) with reviewed gates; the cohort reads its tables
     "cohort": 6,
     "demo": 7, "rules": 7,
 }

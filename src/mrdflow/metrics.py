@@ -90,7 +90,10 @@ class TubeQC:
     events / time_ok / singlets: events in the file, kept by time (flow-rate) QC, single cells.
     time_removed_pct: % of events removed by time QC; time_segments: the removed [start, end]
     ranges in the file's Time units; time_reasons: why each was removed. flow_rate_failed: time QC
-    removed more than allowed. nonfinite_events: events with NaN/inf values. placement_events: only
+    removed more than allowed. nonfinite_events: events with NaN/inf values. gating_source: where
+    the tube's gates came from: ``data`` (placed from its events), ``reviewed`` (a reviewer's FlowJo
+    workspace, config ``review.workspaces``) or ``template`` (a static template such as the panel's
+    FlowJo workspace); None (absent) in files written before it was recorded. placement_events: only
     for a streamed tube, the events its gates were placed on (absent from the file otherwise).
     gates: per placed gate, each placed bound's evidence (gate id -> bound key such as ``CD38.min``
     -> the fields of :class:`mrdflow.gating.BoundEvidence`: method, value, window, distance to the
@@ -113,6 +116,7 @@ class TubeQC:
     placement_events: int | None = None
     gates: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
     gate_review: tuple[GateReview, ...] | None = None
+    gating_source: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TubeQC:
@@ -131,7 +135,7 @@ class TubeQC:
         d["time_reasons"] = list(self.time_reasons)
         if self.placement_events is None:
             del d["placement_events"]
-        for key in ("gates", "gate_review"):
+        for key in ("gates", "gate_review", "gating_source"):
             if d[key] is None:
                 del d[key]
         if self.gates is not None:
@@ -248,7 +252,10 @@ class SampleMetrics:
     tubes in ``errors``) or ``failed``; ``review_needed``: the read-outs on unsure gates (also when
     the status is ``partial``; None, absent from the file, in files written before gate review
     existed); ``tubes``: QC per gated tube. The read-out sections are None when
-    the sample has no usable tube whose panel feeds them.
+    the sample has no usable tube whose panel feeds them. gating_source: ``reviewed`` when any tube's
+    gates came from a reviewer's workspace, else ``template`` when any came from a static template,
+    else ``data``. review: the sample's review state and audit (:mod:`mrdflow.review`; the schema's
+    ``review``). Both None (absent) in files written before review existed.
     """
 
     sample_id: str
@@ -265,6 +272,8 @@ class SampleMetrics:
     cart: Mapping[str, Any] | None = None
     pc: PCMetrics | None = None
     mrd: MRDMetrics | None = None
+    gating_source: str | None = None
+    review: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SampleMetrics:
@@ -280,6 +289,8 @@ class SampleMetrics:
             cart=dict(d["cart"]) if "cart" in d else None,
             pc=PCMetrics.from_dict(d["pc"]) if "pc" in d else None,
             mrd=MRDMetrics.from_dict(d["mrd"]) if "mrd" in d else None,
+            gating_source=d.get("gating_source"),
+            review=dict(d["review"]) if "review" in d else None,
         )
 
     def as_dict(self) -> dict:
@@ -298,6 +309,10 @@ class SampleMetrics:
             d["pc"] = self.pc.as_dict()
         if self.mrd is not None:
             d["mrd"] = self.mrd.as_dict()
+        if self.gating_source is not None:
+            d["gating_source"] = self.gating_source
+        if self.review is not None:
+            d["review"] = dict(self.review)
         return d
 
 
@@ -370,10 +385,11 @@ def read_metrics(path: str | Path) -> SampleMetrics:
 def flatten_metrics(m: Mapping, prefix: str = "") -> dict:
     """One flat row of a metrics.json object for the cohort table (nested keys joined by '_';
     lists joined by ';'; ``errors`` as "tube: error | ..."; ``time_qc_flags`` as "tube:segments;...";
-    ``review_needed`` as "read-out (tube gate: reason) | ..."; ``gate_review`` as "tube:gate;...")."""
+    ``review_needed`` as "read-out (tube gate: reason) | ..."; ``gate_review`` as "tube:gate;...";
+    ``review`` as the columns of :func:`_flatten_review`)."""
     out: dict[str, Any] = {}
     for k, v in m.items():
-        if not prefix and k in ("tubes", "errors", "review_needed"):
+        if not prefix and k in ("tubes", "errors", "review_needed", "review"):
             continue
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
@@ -390,4 +406,20 @@ def flatten_metrics(m: Mapping, prefix: str = "") -> dict:
         out["review_needed"] = " | ".join(f"{r['readout']} ({r['tube']} {r['gate']}: {r['reason']})"
                                           for r in m.get("review_needed", []))
         out["gate_review"] = ";".join(f"{t}:{r['gate']}" for t, q in tubes.items() for r in q.get("gate_review", []))
+        out.update(_flatten_review(m.get("review")))
     return out
+
+
+def _flatten_review(review: Mapping | None) -> dict:
+    """The cohort table's review columns: state; changed gates as "tube:gate;..."; the
+    workspaces' paths; problems as "tube: error | ..."; settled flags as "tube:gate;..." (the
+    coordinates and read-outs before and after are in results/review/changes.tsv)."""
+    if review is None:
+        return {}
+    return {
+        "review_state": review["state"],
+        "review_changes": ";".join(f"{c['tube']}:{c['gate']}" for c in review.get("changes", [])),
+        "review_workspaces": ";".join(w["path"] for w in review.get("workspaces", [])),
+        "review_problems": " | ".join(f"{p['tube']}: {p['error']}" for p in review.get("problems", [])),
+        "review_resolved": ";".join(f"{r['tube']}:{r['gate']}" for r in review.get("resolved", [])),
+    }

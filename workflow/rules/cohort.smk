@@ -56,8 +56,8 @@ rule cohort_tables:
 
 rule cohort_anndata:
     input:
-        pc_events=expand(sample_file("pc_events"), sample=BM_SAMPLES),
-        nk_events=expand(sample_file("nk_events"), sample=SAMPLES),
+        pc_events=[stage_file("pc_events", s) for s in BM_SAMPLES],
+        nk_events=[stage_file("nk_events", s) for s in SAMPLES],
         model=PC_MODEL if BM_SAMPLES else [],
         reference=resolve_path(config["clustering"]["reference"]),
     output:
@@ -108,6 +108,8 @@ rule report:
             samples=SAMPLE_SHEET,
             clinical=CLINICAL_SHEET,
             plots=expand(sample_file("plots"), sample=SAMPLES),
+            review_changes=CHANGES_TSV,
+            review_problems=PROBLEMS_TSV,
         ).as_dict(),
     output:
         html=report(REPORT_HTML, caption="../report/report.rst", category="Report"),

@@ -130,3 +130,49 @@ def sample_model(wildcards):
     return [PC_MODEL] if wildcards.sample in BM_SAMPLES else []
 
 from mrdflow.cohort import COHORT_FIGURES  # cohort figure stems, named once in mrdflow.cohort._outputs
+
+# The FlowJo review loop (mrdflow.review, rule file review.smk): the batches written out for
+# review, and the tubes the reviewers' saved workspaces hold (read here, cheaply, so only their
+# samples are redone). What cannot be used is logged, listed in results/review/problems.tsv and
+# shown in the report; the rest of the cohort goes on.
+from mrdflow.review import CHANGES_TSV, PROBLEMS_TSV, REVIEW_DIR, index_reviews, review_batches
+from mrdflow.sample import reviewed_file
+
+try:
+    REVIEW_BATCHES = review_batches(TUBES, config["review"]["batches"], CONFIG_PANELS)
+except ValueError as _e:
+    raise ValueError(f"config: {_e}") from None
+_BATCH_OF = {t.key: b.name for b in REVIEW_BATCHES.values() for t in b.tubes}
+
+
+def _export_of(tube):
+    """The batch export holding the tube (what a reviewed workspace is compared with)."""
+    batch = _BATCH_OF.get(tube.key)
+    return os.path.join(REVIEW_DIR, f"{batch}.wsp") if batch else None
+
+
+def _flagged(sample):
+    """Placement flagged the sample (its data-driven stage1.json lists review_needed)."""
+    import json
+
+    path = sample_file("stage1", sample)
+    try:
+        with open(path) as fh:
+            return bool(json.load(fh).get("review_needed"))
+    except (OSError, ValueError):
+        return True  # not gated yet: the review is what settles it
+
+
+REVIEW = index_reviews([str(resolve_path(p)) for p in config["review"]["workspaces"]], TUBES,
+                       export_of=_export_of, flagged=_flagged)
+for _problem in REVIEW.problems:
+    logger.warning(f"review: {_problem}")
+if REVIEW.unchanged:
+    logger.info(f"review: {len(REVIEW.unchanged)} sample(s) in the review workspaces are as exported and not "
+                "flagged: not redone")
+
+
+def stage_file(name, sample):
+    """A sample's stage-1 file as its read-outs use it: the one remade with a reviewer's gates when
+    a review workspace holds a tube of the sample, else the data-driven one."""
+    return reviewed_file(name, sample) if REVIEW.of(sample) else sample_file(name, sample)

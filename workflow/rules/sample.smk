@@ -32,8 +32,11 @@ rule analyse_sample:
 
 rule finish_sample:
     input:
-        stage1=sample_file("stage1"),
-        pc_events=sample_file("pc_events"),
+        # with a reviewer's gates (review.smk): the reviewed stage 1, and the data-driven one for
+        # the read-outs before the review
+        stage1=lambda w: stage_file("stage1", w.sample),
+        pc_events=lambda w: stage_file("pc_events", w.sample),
+        data_stage1=lambda w: [sample_file("stage1", w.sample), sample_file("pc_events", w.sample)] if REVIEW.of(w.sample) else [],
         model=sample_model,
     output:
         metrics=sample_file("metrics"),

@@ -145,3 +145,5 @@ class ReportInputs(_Files):
     samples: _Path
     clinical: _Path
     plots: Iterable[_Path]
+    review_changes: _Path = "results/review/changes.tsv"  # mrdflow.review.CHANGES_TSV (review's own layer)
+    review_problems: _Path = "results/review/problems.tsv"  # mrdflow.review.PROBLEMS_TSV

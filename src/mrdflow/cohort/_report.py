@@ -12,7 +12,8 @@ to their file name. The same inputs give a byte-identical file (no clock, sorted
 
 The report reads exactly the files its rule names (:class:`mrdflow.cohort.ReportInputs`). Its parts:
 ``_report_data`` (the inputs, read once), ``_report_html`` (HTML and text pieces),
-``_report_sections`` (the read-outs) and ``_report_audit`` (QC, gating plots, provenance).
+``_report_sections`` (the read-outs), ``_report_audit`` (QC, gating plots, provenance) and
+``_report_review`` (the FlowJo review: each sample's state, the gates reviewers changed).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mrdflow.cohort._outputs import ReportInputs
 from mrdflow.cohort._report_audit import SOFTWARE, _sec_gating, _sec_provenance, _sec_qc
 from mrdflow.cohort._report_data import ReportData
 from mrdflow.cohort._report_html import _CSS
+from mrdflow.cohort._report_review import _sec_flowjo_review
 from mrdflow.cohort._report_sections import (
     FIGURES,
     _figure,
@@ -54,6 +56,7 @@ SECTIONS = (
     ("associations", "Exploratory associations"),
     ("figures", "Figures"),
     ("qc", "Quality control and missing read-outs"),
+    ("review", "Gate review in FlowJo"),
     ("gating", "Per-sample gating plots"),
     ("provenance", "Provenance"),
 )
@@ -89,6 +92,7 @@ def build_report(inputs: ReportInputs, out_html: str | Path, *, config: Mapping,
         "associations": _sec_associations(inp),
         "figures": _sec_figures(figs),
         "qc": _sec_qc(inp),
+        "review": _sec_flowjo_review(inp),
         "gating": _sec_gating(inp, out_html.parent),
         "provenance": _sec_provenance(inp, config, [("Sample sheet", Path(inputs.samples)),
                                                      ("Clinical sheet", Path(inputs.clinical))]),

@@ -66,16 +66,28 @@ def _gate_static(template: GatingTemplate, view: TubeView, chunk_size: int) -> T
     comp = view.compensation
     sample_comp = (list(comp.detectors), comp.spill) if comp is not None else None
     result = engine.evaluate(view.raw, view.fcs.pnn, sample_comp=sample_comp, pns=view.fcs.pns)
+    # A drawn gate names channels ($PnN, FlowJo's "Comp-" prefix dropped); the read-outs name panel
+    # markers: a channel read as one marker goes by the marker's name.
+    marker_of = {pnn: m for m, pnn in view.resolved.pnn.items() if m not in view.resolved.shared}
     steps = []
     for gid, path in template.gate_order():
         # Counted by full path: a workspace may use one gate name under two parents.
         gate = template.strategy.get_gate(gid, gate_path=path)
         kind = _STATIC_KINDS.get(type(gate).__name__, "other")
         dims = tuple(d.id for d in getattr(gate, "dimensions", []) or [])
+        names = [marker_of.get(d.removeprefix("Comp-"), d) for d in dims]
+        bounds = ({n: (_coord(d.min), _coord(d.max)) for n, d in zip(names, gate.dimensions, strict=True)}
+                  if kind == "rect" else {})
+        vertices = [tuple(float(x) for x in v) for v in gate.vertices] if kind == "polygon" else []
         parent = path[-1] if len(path) > 1 else None
         full = (*path, gid)
-        steps.append(GateStep(gid, parent, kind, dims, how={"": f"as drawn in {template.source}"},
+        steps.append(GateStep(gid, parent, kind, dims, bounds=bounds, vertices=vertices,
+                              how={"": f"as drawn in {template.source}"},
                               count=int(result.count(full)),
                               parent_count=int(result.count(path)) if parent else result.n_events,
                               static=True, path=full))
     return TubeGating(template.strategy, result, steps, view, {})
+
+
+def _coord(x) -> float | None:
+    return None if x is None else float(x)

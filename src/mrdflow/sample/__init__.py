@@ -12,6 +12,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "SampleSettings",
             "analyse_sample",
             "finish_sample",
+            "readout_values",
             "settings_from_config",
         ],
         "_mrd": [
@@ -48,6 +49,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "SampleFiles",
             "SAMPLE_FILES",
             "sample_file",
+            "reviewed_file",
+            "REVIEWED_DIR",
             "plot_file_name",
         ],
     },

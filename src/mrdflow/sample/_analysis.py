@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,7 +67,10 @@ from mrdflow.sample._mrd import (
 )
 from mrdflow.sample._outputs import SAMPLE_FILES
 from mrdflow.sample._review import (
+    ABERRANT_PC,
+    CART_COUNT,
     MRD_CALL,
+    NKG2A_PCT,
     PC_PCT,
     TubeReview,
     gate_dependencies,
@@ -83,7 +86,7 @@ if TYPE_CHECKING:
 # Stage 1 needs FlowKit (about a second to import); stage 2 and the cohort table do not, so the
 # gating imports happen inside the stage-1 functions.
 
-__all__ = ["SampleSettings", "analyse_sample", "finish_sample", "settings_from_config"]
+__all__ = ["SampleSettings", "analyse_sample", "finish_sample", "readout_values", "settings_from_config"]
 
 log = logging.getLogger(__name__)
 # Field defaults come from workflow/schemas/config.schema.yaml (config ``sample``), the one place they are written.
@@ -250,8 +253,16 @@ def _fmt(x: float | None) -> str:
 
 
 def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, settings: SampleSettings,
-                   outdir: str | Path) -> dict:
-    """Stage 1 for one sample; writes its files under ``outdir`` and returns the stage-1 record."""
+                   outdir: str | Path, *, templates: Mapping[str, GatingTemplate] | None = None,
+                   on_gated: Callable[[Tube, Any, dict], None] | None = None,
+                   annotate: Callable[[dict], None] | None = None) -> dict:
+    """Stage 1 for one sample; writes its files under ``outdir`` and returns the stage-1 record.
+
+    ``templates``: per tube name, gates to apply instead of the panel's (a reviewer's, from
+    :mod:`mrdflow.review`; recorded as ``gating_source: reviewed``). ``on_gated(tube, gating,
+    qc)`` is called for every gated tube before its review items are drawn from ``qc`` (it may
+    amend the record), and ``annotate(record)`` once before ``stage1.json`` is written.
+    """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data_dir)
@@ -259,7 +270,7 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     record: dict[str, Any] = {
         "sample_id": sample_id, "patient_id": first.patient_id, "specimen": first.specimen,
         "visit": first.visit, "day": first.day, "infusion": first.infusion,
-        "tubes": {}, "errors": [], "counts": {},
+        "tubes": {}, "errors": [], "counts": {}, "gates_of": {},
     }
     reviews: list[TubeReview] = []
     gated: dict[str, TubeGating] = {}
@@ -274,7 +285,11 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     plot_dir.mkdir(parents=True)  # present even when no tube could be gated (a rule output)
     for tube in order:
         try:
-            template = settings.template(tube.panel, data_dir / tube.fcs)
+            if templates and tube.tube in templates:
+                template, source = templates[tube.tube], "reviewed"
+            else:
+                template = settings.template(tube.panel, data_dir / tube.fcs)
+                source = "template" if template.static else "data"
             g = _gate(tube, data_dir, settings, fmo_of.get(tube.panel) if tube.role == "stain" else None, template)
         except MrdflowError as e:
             log.error("%s/%s: %s", sample_id, tube.tube, e)
@@ -283,7 +298,10 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
         gated[tube.tube] = g
         if tube.role == "fmo":
             fmo_of[tube.panel] = g
-        record["tubes"][tube.tube] = {"panel": tube.panel, "role": tube.role, "fcs": tube.fcs, **_tube_qc(g, settings)}
+        record["tubes"][tube.tube] = {"panel": tube.panel, "role": tube.role, "fcs": tube.fcs, **_tube_qc(g, settings),
+                                      "gating_source": source}
+        if on_gated is not None:
+            on_gated(tube, g, record["tubes"][tube.tube])
         reviews.append(_tube_review(tube, settings.panels, gate_dependencies(template), record["tubes"][tube.tube]))
         tables.append((tube.tube, g.table()))
         if settings.plots:
@@ -310,6 +328,7 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
         with atomic_open(outdir / name, "wb") as fh:
             fh.write(gated[t.tube].gatingml())
         gates_dir_files.append(name)
+        record["gates_of"][t.tube] = name
     if not any(f == SAMPLE_FILES.gates for f in gates_dir_files):
         with atomic_open(outdir / SAMPLE_FILES.gates, "wb") as fh:  # nothing gated: an empty, valid document
             fh.write(b'<?xml version="1.0" encoding="UTF-8"?>\n<gating:Gating-ML xmlns:gating='
@@ -323,6 +342,10 @@ def analyse_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, 
     usable = set(gated) - {e["tube"] for e in record["errors"]}
     record["review_needed"] = [r.as_dict() for r in review_needed(reviews)]
     record["status"] = _status(bool(usable), bool(record["errors"]), bool(record["review_needed"]))
+    sources = {q["gating_source"] for q in record["tubes"].values()}
+    record["gating_source"] = next((s for s in ("reviewed", "template") if s in sources), "data")
+    if annotate is not None:
+        annotate(record)
     with atomic_open(outdir / SAMPLE_FILES.stage1, "w") as fh:
         json.dump(record, fh, indent=1, default=json_default)
     return record
@@ -427,6 +450,7 @@ def finish_sample(stage1: Mapping, outdir: str | Path, settings: SampleSettings,
         pc_why, mrd_why = readout_reason(review, PC_PCT), readout_reason(review, MRD_CALL)
         pc = replace(pc, review_needed=bool(pc_why), review_reason=pc_why)
         mrd = replace(mrd, review_needed=bool(mrd_why), review_reason=mrd_why)
+    after = readout_values(pc, mrd, stage1.get("nk"), stage1.get("cart"))
     metrics = SampleMetrics(
         **{k: stage1[k] for k in ("sample_id", "patient_id", "specimen", "visit", "day", "infusion", "status")},
         errors=tuple(TubeError(e["tube"], e["error"]) for e in stage1.get("errors", [])),
@@ -436,8 +460,47 @@ def finish_sample(stage1: Mapping, outdir: str | Path, settings: SampleSettings,
         cart=stage1.get("cart"),
         pc=pc,
         mrd=mrd,
+        gating_source=stage1.get("gating_source", "data"),
+        review=_review_section(stage1, review, after, outdir, settings, model, client),
     )
     return write_metrics(outdir / SAMPLE_FILES.metrics, metrics)
+
+
+def readout_values(pc: PCMetrics | None, mrd: MRDMetrics | None, nk: Mapping | None,
+                   cart: Mapping | None) -> dict[str, Any]:
+    """The sample's headline read-outs by their review names (``PC %``, ``aberrant PCs``,
+    ``MRD call``, ``MRD level`` (fraction), ``NKG2A %``, ``CAR-T cells/µL``); those it has."""
+    out: dict[str, Any] = {}
+    if pc is not None:
+        out[PC_PCT] = pc.pc_pct
+        out[ABERRANT_PC] = pc.n_aberrant_pc
+    if mrd is not None:
+        out[MRD_CALL] = mrd.mrd_status
+        out["MRD level"] = mrd.call.mrd_level if mrd.call is not None else None
+    if nk is not None:
+        out[NKG2A_PCT] = nk.get("nkg2a_pct")
+    if cart is not None:
+        out[CART_COUNT] = cart.get("cells_per_ul")
+    return out
+
+
+def _review_section(stage1: Mapping, review: Sequence[ReviewItem], after: Mapping[str, Any], outdir: Path,
+                    settings: SampleSettings, model: PCModel | None, client) -> dict:
+    """metrics.json ``review``: the state, and for a sample gated with a reviewer's gates
+    (``stage1["review"]``, :mod:`mrdflow.review`) the audit, with the read-outs from the
+    data-driven gates (its own stage-1 record, mapped to the same PC model) and the reviewed ones."""
+    audit = stage1.get("review")
+    if audit is None:
+        return {"state": "needed" if review else "not_needed"}
+    out = dict(audit)
+    data = json.loads((outdir / audit["data_stage1"]).read_text())
+    del out["data_stage1"]
+    counts = data.get("counts", {})
+    pc, mrd = _pc_and_mrd(data, counts, outdir, settings, model, client) if counts else (None, None)
+    out["readouts_before"] = readout_values(pc, mrd, data.get("nk"), data.get("cart"))
+    out["readouts_after"] = dict(after)
+    out["state"] = "failed" if out.get("problems") else "needed" if review else "reviewed"
+    return out
 
 
 def _pc_and_mrd(stage1, counts, outdir, settings: SampleSettings, model: PCModel | None,

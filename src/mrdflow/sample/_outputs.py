@@ -11,10 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
-__all__ = ["SAMPLE_DIR", "SampleFiles", "SAMPLE_FILES", "sample_file", "plot_file_name"]
+__all__ = ["SAMPLE_DIR", "REVIEWED_DIR", "SampleFiles", "SAMPLE_FILES", "sample_file", "reviewed_file",
+           "plot_file_name"]
 
 #: A sample's folder, relative to the workflow's working directory (``{sample}``: its sample_id).
 SAMPLE_DIR = "results/samples/{sample}"
+#: Inside a sample's folder: its stage-1 files remade with a reviewer's gates (rule review_sample,
+#: :mod:`mrdflow.review`), the same names as the data-driven ones beside them.
+REVIEWED_DIR = "reviewed"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,12 @@ def sample_file(name: str, sample: str = "{sample}") -> str:
     """Path of one of a sample's files by its name in :class:`SampleFiles` (``"metrics"`` →
     ``results/samples/{sample}/metrics.json``); ``sample`` fills the folder, or stays a wildcard."""
     return f"{SAMPLE_DIR.format(sample=sample)}/{getattr(SAMPLE_FILES, name)}"
+
+
+def reviewed_file(name: str, sample: str = "{sample}") -> str:
+    """Path of one of a sample's stage-1 files remade with reviewed gates
+    (``results/samples/{sample}/reviewed/<file>``)."""
+    return f"{SAMPLE_DIR.format(sample=sample)}/{REVIEWED_DIR}/{getattr(SAMPLE_FILES, name)}"
 
 
 def plot_file_name(index: int, gate_id: str, n_steps: int = 0) -> str:
