@@ -268,7 +268,11 @@ def test_one_failed_sample_does_not_stop_the_cohort(damaged_run):
 
 def test_no_identifier_from_fcs_text_reaches_any_output(damaged_run):
     """TEXT keywords reach outputs only through the config's allow-list: the planted names, hospital
-    numbers and birth date appear in no file under results/ or logs/ (text or binary)."""
+    numbers and birth date appear in no file under results/ or logs/ (text or binary), the FlowJo
+    review workspaces included."""
+    r = _snakemake(damaged_run, "--cores", "2", "review")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert list((damaged_run / "results" / "review").glob("*.wsp"))
     needles = [v.encode() for v in PLANTED.values()]
     checked = 0
     for folder in ("results", "logs"):

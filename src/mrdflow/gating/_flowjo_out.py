@@ -59,6 +59,7 @@ import copy
 import datetime
 import io
 import os
+import re
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -260,8 +261,16 @@ def _writer_strategy(sample: FlowJoSample, plan: Sequence[_BoolNode]):
     return out
 
 
+#: The TEXT keywords a review workspace carries: those describing the acquisition and its channels.
+#: Free text ($SRC, $SMNO, $COM, a lab's own keywords) may hold names or hospital numbers and stays
+#: out, as from every mrdflow output; FlowJo reads the file's own keywords when it opens it.
+_KEYWORDS = re.compile(r"\$(FIL|TOT|PAR|DATATYPE|MODE|BYTEORD|CYT|CYTSN|DATE|BTIM|ETIM|TIMESTEP|SPILLOVER|"
+                       r"P\d+[NSRBEGV]|P\d+DISPLAY)|SPILL|\$SPILL", re.IGNORECASE)
+
+
 def _keywords(fcs_path: str) -> tuple[str, dict[str, str]]:
-    """FCS version and TEXT keywords of the file (none when it cannot be read: FlowJo reads them)."""
+    """FCS version and the file's TEXT keywords that :data:`_KEYWORDS` allows (none when it cannot
+    be read: FlowJo reads them)."""
     from mrdflow.errors import MrdflowError
     from mrdflow.io import read_header
 
@@ -269,7 +278,7 @@ def _keywords(fcs_path: str) -> tuple[str, dict[str, str]]:
         header = read_header(fcs_path)
     except (OSError, MrdflowError):
         return "3.1", {}
-    return header.version, {str(k): str(v) for k, v in header.metadata.items()}
+    return header.version, {str(k): str(v) for k, v in header.metadata.items() if _KEYWORDS.fullmatch(str(k))}
 
 
 def _flowkit_document(strategy, name: str, matrix) -> ET.Element:
