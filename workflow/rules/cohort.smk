@@ -107,7 +107,7 @@ rule report:
             inventory=INVENTORY_TSV,
             samples=SAMPLE_SHEET,
             clinical=CLINICAL_SHEET,
-            plots=expand(sample_file("plots"), sample=SAMPLES),
+            plots=[stage_file("plots", s) for s in SAMPLES],  # a reviewed sample's: its reviewed gates
             review_changes=CHANGES_TSV,
             review_problems=PROBLEMS_TSV,
         ).as_dict(),

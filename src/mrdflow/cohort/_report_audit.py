@@ -122,7 +122,7 @@ def _sec_review(inp: ReportData) -> str:
     if not flagged:
         out.append("<p>Every gate was placed surely: no read-out needs review.</p>")
         return "\n".join(out)
-    folders = {Path(d).parent.name: Path(d) for d in inp.inputs.plots}
+    folders = {_plots_sample(d): Path(d) for d in inp.inputs.plots}
     base = Path(os.path.abspath(inp.out_dir))
     rows = []
     for r in flagged:
@@ -137,6 +137,15 @@ def _sec_review(inp: ReportData) -> str:
                "missing). Their values are reported and marked; check the gate's plot before using them.</p>")
     out.append(_table(["Sample", "Status", "Read-outs to review (tube, gate: why)", "Gating plot"], rows))
     return "\n".join(out)
+
+
+def _plots_sample(folder) -> str:
+    """The sample whose plots a folder holds: ``<sample>/plots``, or ``<sample>/reviewed/plots``
+    for a sample gated with a reviewer's gates (mrdflow.review)."""
+    from mrdflow.sample import REVIEWED_DIR
+
+    parent = Path(folder).parent
+    return parent.parent.name if parent.name == REVIEWED_DIR else parent.name
 
 
 def _gate_plot_link(folder: Path | None, tube_gate: str, base: Path) -> str:
@@ -157,7 +166,7 @@ def _gate_plot_link(folder: Path | None, tube_gate: str, base: Path) -> str:
 def _sec_gating(inp: ReportData, out_dir: Path) -> str:
     """Links to every sample's gating plots: the report's ``plots`` inputs (a sample's plots folder,
     ``<sample>/plots``, is named after its sample) and the samples of the sample table."""
-    folders = {Path(d).parent.name: Path(d) for d in inp.inputs.plots}
+    folders = {_plots_sample(d): Path(d) for d in inp.inputs.plots}
     ids = set(folders)
     sm = inp["sample_metrics"]
     if sm is not None and "sample_id" in sm.columns:

@@ -80,6 +80,19 @@ def _prepare(rt: ReviewedTube, tube: Tube, data_dir: Path, settings, data_outdir
     return template, compare_gates(data_strategy, template.strategy, where=where, tube=tube.tube, labels=labels)
 
 
+def _drawable(g, how: str) -> None:
+    """Let the gating plots draw the reviewed gates: checked to use the panel's transforms, their
+    coordinates are on the plots' scale; their channels go by the panel's marker names."""
+    view = getattr(g, "sample", g).view  # a streamed tube's plots show its placement sample
+    marker_of = {pnn: m for m, pnn in view.resolved.pnn.items() if m not in view.resolved.shared}
+    steps = {id(s): s for s in (*g.steps, *getattr(getattr(g, "sample", None), "steps", ()))}.values()
+    for step in steps:
+        names = tuple(marker_of.get(d.removeprefix("Comp-")) for d in step.dims)
+        if step.static and all(names):
+            step.dims, step.static = names, False
+            step.how = {f"{n}.{side}": how for n in names for side in ("min", "max")} if step.bounds else {"": how}
+
+
 def review_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, settings,
                   reviewed: Sequence[ReviewedTube], sample_dir: str | Path) -> dict:
     """Gate the sample again with the reviewed tubes' workspace gates; write ``reviewed/`` under
@@ -119,6 +132,7 @@ def review_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, s
         for key in _KEPT_QC:  # what a static gating cannot know: the data-driven run's
             if key in before:
                 qc[key] = before[key]
+        _drawable(g, f"reviewed in {Path(by_workspace[tube.tube]).name}")
         resolved.extend({"tube": tube.tube, **r} for r in before.get("gate_review", []))
         qc["gate_review"] = []  # the reviewer has looked at this tube's gates
         for c in changes[tube.tube]:
@@ -137,6 +151,7 @@ def review_sample(sample_id: str, tubes: Sequence[Tube], data_dir: str | Path, s
             if record.get(name):
                 record[name] = f"{REVIEWED_DIR}/{record[name]}"
 
+    by_workspace = {rt.tube: rt.workspace for rt in reviewed}
     out = sample_dir / REVIEWED_DIR
     return analyse_sample(sample_id, tubes, data_dir, settings, out, templates=templates, on_gated=on_gated,
                           annotate=annotate)

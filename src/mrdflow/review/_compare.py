@@ -71,7 +71,7 @@ def gate_coordinates(gate, labels: Mapping[str, str] | None = None) -> dict:
 
     def name(dim_id: str) -> str:
         ch = _channel(dim_id)
-        return f"{labels[ch]} ({ch})" if labels and ch in labels else ch
+        return f"{labels[ch]} ({ch})" if labels and labels.get(ch, ch) != ch else ch
 
     if isinstance(gate, fk.gates.RectangleGate):
         return {name(d.id): [_num(d.min), _num(d.max)] for d in gate.dimensions}
@@ -123,7 +123,10 @@ def compare_gates(data, reviewed, *, where: str, tube: str, labels: Mapping[str,
     have = set(reviewed.get_gate_ids())
     missing = [f"{g!r} (at {_path_name(g, p)})" for g, p in data_ids if (g, p) not in have]
     if missing:
-        rev_names = sorted({g for g, _ in have} - {g for g, _ in data_ids})
+        from mrdflow.gating._flowjo_out import HELPER_SUFFIX
+
+        rev_names = sorted({g for g, _ in have} - {g for g, _ in data_ids} - {g for g, _ in have
+                                                                              if g.endswith(HELPER_SUFFIX)})
         hint = f"; gates in the workspace that mrdflow did not write: {rev_names}" if rev_names else ""
         raise ReviewError(f"{where}: gate(s) {', '.join(missing)} not in the reviewed workspace: renamed, moved "
                           f"under another parent or removed by the reviewer{hint}. The read-outs count in these "
@@ -170,8 +173,14 @@ def check_transforms(data, reviewed, *, where: str, panel: str) -> None:
             if other is None:
                 raise ReviewError(f"{where}: gate {_path_name(gid, path)!r} no longer reads channel {_channel(d.id)!r} "
                                   f"(the reviewed gate reads {sorted(dims_b)})")
-            ta, tb = _transform_of(data, d), _transform_of(reviewed, other)
-            if not _same_transform(ta, tb):
+            ta = _transform_of(data, d)
+            # FlowJo keeps a transform per parameter and per compensated parameter ("Comp-"); FlowKit
+            # gates with one of them, FlowJo displays the compensated one: both must be the panel's.
+            xforms = getattr(reviewed, "transformations", {}) or {}
+            candidates = [_transform_of(reviewed, other)] + [xforms[k] for k in (_COMP_PREFIX + _channel(d.id),)
+                                                             if k in xforms and other.transformation_ref is not None]
+            tb = next((t for t in candidates if not _same_transform(ta, t)), None)
+            if tb is not None:
                 raise ReviewError(f"{where}: gate {_path_name(gid, path)!r} channel {_channel(d.id)!r} has transform "
                                   f"{tb!r} in the workspace, not the panel's {ta!r} (config panels.{panel}.transform): "
                                   "set it back in FlowJo, or change the panel's transform and review a fresh export")
@@ -183,10 +192,18 @@ def check_compensation(reviewed, compensation: Any, *, where: str, panel: str) -
     the tube is not compensated): same detectors, spillover equal within 1e-6. Otherwise a
     :class:`ReviewError`."""
     refs = set()
+    raw_detectors = set()  # detectors a reviewed gate reads without compensation
+    detectors = set(compensation.detectors) if compensation is not None else set()
     for gid, path in reviewed.get_gate_ids():
         for d in getattr(reviewed.get_gate(gid, gate_path=path), "dimensions", ()):
             if d.compensation_ref not in (None, "uncompensated"):
                 refs.add(d.compensation_ref)
+            elif _channel(d.id) in detectors:
+                raw_detectors.add(_channel(d.id))
+    if raw_detectors:
+        raise ReviewError(f"{where}: the workspace reads {sorted(raw_detectors)} uncompensated, but the pipeline "
+                          f"compensates them ({compensation.source}; config panels.{panel}.compensation): set the "
+                          "sample's compensation back to the acquisition-defined matrix in FlowJo")
     if compensation is None:
         if refs:
             raise ReviewError(f"{where}: the workspace compensates with {sorted(refs)}, but the pipeline does not "
