@@ -131,7 +131,7 @@ def sample_model(wildcards):
 
 from mrdflow.cohort import COHORT_FIGURES  # cohort figure stems, named once in mrdflow.cohort._outputs
 
-# The FlowJo review loop (mrdflow.review, rule file review.smk): the batches written out for
+# The FlowJo review loop (mrdflow.review; its rules are in review.smk). The batches written out for
 # review, and the tubes the reviewers' saved workspaces hold (read here, cheaply, so only their
 # samples are redone). What cannot be used is logged, listed in results/review/problems.tsv and
 # shown in the report; the rest of the cohort goes on.
