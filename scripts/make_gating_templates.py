@@ -70,12 +70,17 @@ def ngf(tube: int) -> fk.GatingStrategy:
     return gs
 
 
-def nk() -> fk.GatingStrategy:
+def nk(beads: bool = False) -> fk.GatingStrategy:
     """PB NK panel: QC, viable CD45+ lymphocytes, T cells (the NKG2A internal negative), NK cells
-    (CD3- dump- and CD56+ and/or CD16+), CD56bright / CD56dim subsets, NKG2A+ of each."""
+    (CD3- dump- and CD56+ and/or CD16+), CD56bright / CD56dim subsets, NKG2A+ of each. With
+    ``beads`` (panel pb_nk_beads): counting beads under TimeOK and out of Cells, as in the CAR-T tube."""
     gs = base_strategy()
     singlets = qc_backbone(gs)
-    gs.add_gate(rect("Cells", FSC_A=(0.1, None)), singlets)  # debris out
+    if beads:
+        gs.add_gate(rect("Beads", Beads=(0.6, None)), singlets[:-1])
+        gs.add_gate(rect("Cells", FSC_A=(0.1, None), Beads=(None, 0.6)), singlets)  # debris and beads out
+    else:
+        gs.add_gate(rect("Cells", FSC_A=(0.1, None)), singlets)  # debris out
     cells = singlets + ("Cells",)
     gs.add_gate(rect("Viable", Viability=(None, 0.5)), cells)
     viable = cells + ("Viable",)
@@ -136,6 +141,7 @@ TEMPLATES = {
     "ngf_tube1": lambda: ngf(1),
     "ngf_tube2": lambda: ngf(2),
     "pb_nk": nk,
+    "pb_nk_beads": lambda: nk(beads=True),
     "pb_cart": cart,
 }
 

@@ -32,7 +32,7 @@ def _sheet(tmp_path, *rows):
 def test_default_config_is_valid():
     cfg = load_config(REPO / "config" / "config.yaml")
     assert cfg["simulate"]["enabled"] is True
-    assert set(cfg["panels"]) == {"ngf_tube1", "ngf_tube2", "pb_nk", "pb_cart"}
+    assert set(cfg["panels"]) == {"ngf_tube1", "ngf_tube2", "pb_nk", "pb_nk_beads", "pb_cart"}
 
 
 def test_typo_key_is_named():
@@ -154,7 +154,8 @@ def test_validate_config_fills_every_default_from_the_schema():
     assert cfg["clustering"]["reference"] == "resources/reference/normal_pc.yaml"
     assert cfg["sample"] == {"min_events": 1000, "plots": True, "placement_events": 5_000_000}
     assert {k: v for k, v in cfg["cohort"].items() if k != "associations"} == {
-        "cart_lloq_cells_per_ul": 1.0, "auc_window_days": 28, "seed": 596, "n_boot": 5000, "n_perm": 20000}
+        "cart_lloq_cells_per_ul": 1.0, "auc_window_days": 28, "seed": 596, "n_boot": 5000, "n_perm": 20000,
+        "nk_recovery": {"fraction_of_baseline": 0.5, "cells_per_ul": None}}
     assert [(a["x"], a["y"], a["test"]) for a in cfg["cohort"]["associations"]] == [
         ("baseline_nkg2a_pct", "cart_auc_0_28", "spearman"), ("baseline_nkg2a_pct", "cart_cmax", "spearman"),
         ("baseline_nkg2a_pct", "cart_persistence_day", "spearman"), ("baseline_nkg2a_pct", "responder", "mann_whitney"),
@@ -181,3 +182,21 @@ def test_settings_defaults_are_the_schemas():
     assert {f.name: f.default for f in dataclasses.fields(SampleSettings) if f.name in sample} == sample
     with pytest.raises(KeyError, match="no section 'qcc'"):
         schema_defaults("qcc")
+
+
+def test_a_marrow_without_a_day_is_refused_naming_the_row(tmp_path):
+    p = _sheet(tmp_path, _row(), _row(sample="PT01_BM_m3", visit="followup", day=""))
+    with pytest.raises(ConfigError) as e:
+        read_samples(p)
+    assert "line 3" in str(e.value) and "PT01_BM_m3" in str(e.value) and "'day'" in str(e.value)
+
+
+def test_a_time_point_before_infusion_1_must_be_a_baseline_visit(tmp_path):
+    p = _sheet(tmp_path, _row(), _row(sample="PT01_BM_w4", visit="week4", day="-3"))
+    with pytest.raises(ConfigError, match=r"line 3 \(sample_id=PT01_BM_w4\): day -3 is before infusion 1 but visit "
+                                          r"is 'week4'"):
+        read_samples(p)
+    # before infusion 2 (but after infusion 1) and screening visits are fine
+    ok = _sheet(tmp_path, _row(visit="screening", day="-20"), _row(sample="PT01_BM_i2", visit="followup", day="-3",
+                                                                    infusion="2"))
+    assert len(read_samples(ok)) == 2

@@ -17,7 +17,8 @@ def ngf1():
 
 def test_all_panels_load():
     panels = load_panels(PANELS)
-    assert set(panels) == {"ngf_tube1", "ngf_tube2", "pb_nk", "pb_cart"}
+    assert set(panels) == {"ngf_tube1", "ngf_tube2", "pb_nk", "pb_nk_beads", "pb_cart"}
+    assert [m.name for m in panels["pb_nk_beads"].markers] == [m.name for m in panels["pb_nk"].markers] + ["Beads"]
     assert [m.name for m in panels["ngf_tube2"].markers][-2:] == ["IgK", "IgL"]
 
 
@@ -94,7 +95,7 @@ def test_bad_panel_file(tmp_path):
 def test_panels_name_their_readout():
     panels = load_panels(PANELS)
     assert {n: p.readout for n, p in panels.items()} == {
-        "ngf_tube1": "pc_mrd", "ngf_tube2": "pc_mrd", "pb_nk": "nk", "pb_cart": "cart"}
+        "ngf_tube1": "pc_mrd", "ngf_tube2": "pc_mrd", "pb_nk": "nk", "pb_nk_beads": "nk", "pb_cart": "cart"}
     assert readouts(panels) == {n: p.readout for n, p in panels.items()}
 
 

@@ -284,12 +284,17 @@ class Tube:
         return f"{self.sample_id}.{self.tube}"
 
 
+#: Visits that may come before infusion 1 (negative ``day`` counted from infusion 1).
+PRE_INFUSION_VISITS = ("screening", "baseline")
+
+
 def read_samples(path: str | Path, *, panels: Mapping[str, Panel] | Iterable[str] | None = None) -> list[Tube]:
     """Read and validate the sample sheet; check cross-row rules.
 
     Beyond the schema: (sample_id, tube) unique; a sample's tubes share patient, specimen, visit,
     day and infusion; ``fcs`` is a relative path inside the data folder (no ``..``, not absolute);
-    ``panel`` is a known panel when ``panels`` is given. ``panels``: the known panels by name
+    ``panel`` is a known panel when ``panels`` is given; a sample before infusion 1 (negative
+    ``day`` of infusion 1) is a screening or baseline visit. ``panels``: the known panels by name
     (:func:`mrdflow.panels.load_panels`), or only their names; with the panels, a stained tube of a
     panel whose read-out is ``cart`` must carry beads and volume.
     """
@@ -323,6 +328,12 @@ def read_samples(path: str | Path, *, panels: Mapping[str, Panel] | Iterable[str
             problems.append(
                 f"line {t.line} (sample_id={t.sample_id}), column 'panel': unknown panel {t.panel!r}; "
                 f"known: {sorted(known)}"
+            )
+        if t.infusion == 1 and t.day < 0 and t.visit not in PRE_INFUSION_VISITS:
+            problems.append(
+                f"line {t.line} (sample_id={t.sample_id}): day {t.day} is before infusion 1 but visit is "
+                f"{t.visit!r}; only {' or '.join(PRE_INFUSION_VISITS)} samples precede it (check the day, the "
+                f"visit or the infusion it counts from)"
             )
         needs_beads = readout.get(t.panel) == "cart" and t.role == "stain"
         if needs_beads and (t.beads_per_tube is None or t.blood_volume_ul is None):

@@ -96,7 +96,7 @@ def tree(tmp_path_factory) -> dict:
           dict(patient_id="PT03", sample_id="PT03_BM_week4", visit="week4", day=28, infusion=1,
                mrd_status="not_evaluable", mrd_level=None, sensitivity=2.0e-5, n_nucleated=1000000, n_aberrant_pc=0,
                hemodilution=True, reason="sensitivity 2.0e-05 does not reach 10^-5", pc_pct=0.1)],
-         cohort / "mrd.tsv")
+         cohort / "mrd_timeline.tsv")
     _tsv([dict(patient_id=p, infusion=1, day=d, sample_id=f"{p}_PB_I1_D{d:03d}", cells_per_ul=c, car_pct_cd3=10.0,
                cells_per_ul_ci95_low=c * 0.9, cells_per_ul_ci95_high=c * 1.1)
           for p in ("PT02", "PT01") for d, c in ((7, 20.0), (0, 0.0))], cohort / "kinetics.tsv")

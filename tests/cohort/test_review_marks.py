@@ -100,7 +100,7 @@ def test_report_lists_flagged_sample_with_the_gate_plot(tmp_path):
     (res / "cohort").mkdir(parents=True)
     write_table(sample_metrics_rows(files), res / "cohort" / "sample_metrics.tsv")
     tables = build_patients(CLINICAL, [json.loads(f.read_text()) for f in files])
-    write_tsv(tables.mrd, res / "cohort" / "mrd.tsv")
+    write_tsv(tables.mrd, res / "cohort" / "mrd_timeline.tsv")
     plots = res / "samples" / "PT01_BM_baseline" / "plots" / "ngf1"
     plots.mkdir(parents=True)
     for name in ("03_Nucleated.png", "04_PC.png", "05_NRBC.png"):

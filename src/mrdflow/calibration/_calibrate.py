@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from mrdflow.calibration._mapping import (
     ExpectedMarker,
@@ -166,11 +165,11 @@ def calibrate_panel(panel_name: str, files: Sequence[tuple[str | Path, str]], *,
 def _template(gating_dir: str | Path, panel_name: str):
     """The panel's template (its rules and ``expected:`` section checked) and its rules document.
     Raises :class:`~mrdflow.errors.CalibrationError` naming the file when it has no ``expected:``."""
-    from mrdflow.gating import load_template
+    from mrdflow.gating import load_template, rules_document
 
     template = load_template(gating_dir, panel_name)
     rules_path = Path(gating_dir) / f"{panel_name}.yaml"
-    doc = (yaml.safe_load(rules_path.read_text()) if rules_path.is_file() else None) or {}
+    doc = rules_document(rules_path) if rules_path.is_file() else {}
     if not doc.get("expected"):
         raise CalibrationError(f"{rules_path}: panel {panel_name!r} has no 'expected:' section (where the "
                                "template's populations sit) to calibrate from")

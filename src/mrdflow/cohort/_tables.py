@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +61,77 @@ def load_metrics(files: Iterable[str | Path]) -> list[dict]:
 @dataclass
 class CohortTables:
     """patients: one row per patient (clinical + flow read-outs). kinetics: one row per CAR-T
-    sample (patient, infusion, day, cells/µL). mrd: one row per marrow sample."""
+    sample (patient, infusion, day, cells/µL). mrd: one row per marrow sample (the MRD timeline).
+    nk: one row per stained NK tube (the NK timeline: NK cells/µL, subsets, NKG2A+ %)."""
 
     patients: pd.DataFrame
     kinetics: pd.DataFrame
     mrd: pd.DataFrame
+    nk: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+#: Columns of the NK timeline (nk_timeline.tsv), one row per stained NK tube.
+NK_COLUMNS = ("patient_id", "sample_id", "visit", "day", "day_since_infusion1", "infusion", "nk_cells_per_ul",
+              "nk_cells_per_ul_ci95_low", "nk_cells_per_ul_ci95_high", "nk_count_reason", "nk_pct_lymph",
+              "nk_bright_pct_of_nk", "nk_dim_pct_of_nk", "nk_bright_cells_per_ul", "nk_dim_cells_per_ul",
+              "nkg2a_pct", "nkg2a_pct_bright", "nkg2a_pct_dim", "review")
+
+
+def _nk_row(m: Mapping) -> dict:
+    """One NK timeline row: the tube's counts per µL when it carried counting beads, else the
+    reason there is no count; the subsets and NKG2A+ % either way."""
+    nk = m["nk"]
+    per_ul = _get(m, "nk", "cells_per_ul")
+    bright, dim = nk.get("nk_bright_pct_of_nk"), nk.get("nk_dim_pct_of_nk")
+    return {
+        "patient_id": m["patient_id"], "sample_id": m["sample_id"], "visit": m["visit"], "day": m["day"],
+        "day_since_infusion1": m["day_since_infusion1"], "infusion": m["infusion"],
+        "nk_cells_per_ul": per_ul, "nk_cells_per_ul_ci95_low": nk.get("cells_per_ul_ci95_low"),
+        "nk_cells_per_ul_ci95_high": nk.get("cells_per_ul_ci95_high"),
+        "nk_count_reason": nk.get("count_reason") or ("" if per_ul is not None else
+                                                      "no counting beads in the NK tube: NKG2A % only"),
+        "nk_pct_lymph": nk.get("nk_pct_lymph"), "nk_bright_pct_of_nk": bright, "nk_dim_pct_of_nk": dim,
+        "nk_bright_cells_per_ul": None if per_ul is None or bright is None else per_ul * bright / 100.0,
+        "nk_dim_cells_per_ul": None if per_ul is None or dim is None else per_ul * dim / 100.0,
+        "nkg2a_pct": nk.get("nkg2a_pct"), "nkg2a_pct_bright": nk.get("nkg2a_pct_bright"),
+        "nkg2a_pct_dim": nk.get("nkg2a_pct_dim"), "review": _review(m, NK_REVIEW),
+    }
+
+
+def _one(v) -> float | None:
+    """A finite number, or None."""
+    vals = _num([v])
+    return vals[0] if vals else None
+
+
+def _over_time(pid: str, row: Mapping, mrd: pd.DataFrame, nk: pd.DataFrame, nk_recovery: Mapping) -> dict:
+    """The patient's MRD course and NK course columns (:mod:`mrdflow.cohort._timeline`)."""
+    from mrdflow.cohort._timeline import MRDAssessment, NKPoint, mrd_course, nk_course
+
+    months = _one(row.get("follow_up_months"))
+    sub = mrd[(mrd.patient_id == pid) & mrd.day_since_infusion1.notna()]
+    course = mrd_course([MRDAssessment(int(r.day_since_infusion1), str(r.mrd_status), _one(r.mrd_level),
+                                       _one(r.sensitivity)) for r in sub.itertuples()],
+                        follow_up_days=months * 30.4375 if months is not None else None)
+    nsub = nk[(nk.patient_id == pid) & nk.day_since_infusion1.notna()] if not nk.empty else nk
+    points = [NKPoint(int(r.day_since_infusion1), _one(r.nk_cells_per_ul), _one(r.nkg2a_pct))
+              for r in nsub.itertuples()]
+    nkc = nk_course(points, cart_peak_day=_one(row.get("cart_tmax_day")),
+                    fraction_of_baseline=nk_recovery.get("fraction_of_baseline"),
+                    cells_per_ul=nk_recovery.get("cells_per_ul"))
+    return {
+        "mrd_n_assessments": course.n_assessments, "mrd_sustained_negative": course.sustained_negative,
+        "mrd_sustained_reason": course.sustained_reason, "mrd_negative_through_day": course.negative_through_day,
+        "mrd_best_depth": course.best_depth, "mrd_best_depth_negative": course.best_depth_negative,
+        "mrd_conversion_day": course.conversion_day, "mrd_last_day": course.last_day,
+        "mrd_last_status": course.last_status,
+        "nk_n_samples": nkc.n_points, "nk_baseline_cells_per_ul": nkc.baseline_cells_per_ul,
+        "nk_recovery_day": nkc.recovery_day, "nk_recovery_level": nkc.recovery_level,
+        "nk_recovery_reason": nkc.recovery_reason, "nk_at_cart_peak": nkc.at_cart_peak,
+        "nkg2a_pct_last": nkc.nkg2a_pct_last, "nkg2a_pct_last_day": nkc.nkg2a_pct_last_day,
+        "nkg2a_pct_change": nkc.nkg2a_pct_change, "nkg2a_pct_min": nkc.nkg2a_pct_min,
+        "nkg2a_pct_max": nkc.nkg2a_pct_max,
+    }
 
 
 def _get(m: Mapping, *keys, default=None):
@@ -98,14 +164,16 @@ def _infusion_offsets(clinical_row: Mapping) -> dict[int, int]:
 
 
 def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart_lloq: float = 1.0,
-                   auc_window_days: float = 28.0) -> CohortTables:
+                   auc_window_days: float = 28.0, nk_recovery: Mapping | None = None) -> CohortTables:
     """Join the clinical sheet with every sample's read-outs (see the module docstring).
 
     ``cart_lloq``: CAR-T assay LLOQ in cells/µL (persistence = last day at or above it).
+    ``nk_recovery``: ``fraction_of_baseline`` and/or ``cells_per_ul`` (config
+    ``cohort.nk_recovery``) for ``nk_recovery_day``.
     """
     from mrdflow.cohort._kinetics import kinetics as pk
 
-    kin_rows, mrd_rows, rows = [], [], []
+    kin_rows, mrd_rows, nk_rows, rows = [], [], [], []
     offsets = {c["patient_id"]: _infusion_offsets(c) for c in clinical}
     for m in metrics:
         off = offsets.get(m["patient_id"], {}).get(m.get("infusion", 1))
@@ -120,6 +188,8 @@ def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart
                 "cells_per_ul_ci95_high": c.get("cells_per_ul_ci95_high"),
                 "review": _review(m, CART_REVIEW),
             })
+        if "nk" in m:
+            nk_rows.append(_nk_row(m))
         if "mrd" in m:
             mrd_rows.append({
                 "patient_id": m["patient_id"], "sample_id": m["sample_id"], "visit": m["visit"], "day": m["day"],
@@ -137,6 +207,9 @@ def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart
     mrd = pd.DataFrame(mrd_rows, columns=["patient_id", "sample_id", "visit", "day", "day_since_infusion1", "infusion",
                                           "mrd_status", "mrd_level", "sensitivity", "n_nucleated", "n_aberrant_pc",
                                           "hemodilution", "reason", "pc_pct", "review"])
+    mrd = mrd.sort_values(["patient_id", "day_since_infusion1"], kind="stable").reset_index(drop=True)
+    nk = pd.DataFrame(nk_rows, columns=list(NK_COLUMNS))
+    nk = nk.sort_values(["patient_id", "day_since_infusion1"], kind="stable").reset_index(drop=True)
     for c in clinical:
         pid = c["patient_id"]
         row: dict[str, Any] = dict(c)
@@ -168,12 +241,13 @@ def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart
             row[f"cart_persistence_day{sfx}"] = k.persistence_day
             row[f"cart_car_pct_cd3_peak{sfx}"] = None if peak is None else peak["car_pct_cd3"]
             row[f"cart_n_samples{sfx}"] = k.n_points
+        row.update(_over_time(pid, row, mrd, nk, nk_recovery or {"fraction_of_baseline": 0.5}))
         row["missing_readouts"] = _missing_readouts(metrics, pid, row)
         row["review_needed"] = _review_needed(metrics, pid, {"baseline PC %": bm0, "baseline NKG2A %": nk0,
                                                              "week-4 MRD": w4})
         rows.append(row)
     patients = add_derived(pd.DataFrame(rows))
-    return CohortTables(patients, kin, mrd)
+    return CohortTables(patients, kin, mrd, nk)
 
 
 #: Read-outs each patient is expected to have: (column, specimen, visit, what it is).
@@ -429,11 +503,12 @@ def write_cohort(metrics_files: Sequence[str | Path], clinical: Sequence[Mapping
 
     metrics = load_metrics(metrics_files)
     tables = build_patients(clinical, metrics, cart_lloq=settings["cart_lloq_cells_per_ul"],
-                            auc_window_days=settings["auc_window_days"])
+                            auc_window_days=settings["auc_window_days"], nk_recovery=settings.get("nk_recovery"))
     write_tsv(tables.patients, out.patients)
     write_parquet(_parquet_safe(tables.patients), out.patients_parquet)
     write_tsv(tables.kinetics, out.kinetics)
     write_tsv(tables.mrd, out.mrd)
+    write_tsv(tables.nk, out.nk)
     t1 = table1(tables.patients)
     write_tsv(t1, out.table1)
     with atomic_open(out.table1_html, "w", encoding="utf-8") as fh:

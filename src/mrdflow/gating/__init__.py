@@ -40,6 +40,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "_template": [
             "GatingTemplate",
             "load_template",
+            "rules_document",
             "template_from_workspace",
         ],
         "_workspace": [

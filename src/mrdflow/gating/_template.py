@@ -153,11 +153,38 @@ def load_template(gating_dir: str | Path, panel: str) -> GatingTemplate:
     return GatingTemplate(panel, strategy, rules, str(xml))
 
 
-def _load_rules(path: Path, strategy: fk.GatingStrategy) -> dict[str, GateRule]:
+def rules_document(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A ``<panel>.yaml`` placement-rules document, with ``extends: <panel>`` resolved: the named
+    panel's rules (a file beside this one) first, then this file's ``gates`` replacing or adding
+    whole gate rules and its ``expected.markers`` replacing or adding markers. A panel that only
+    adds gates to another (``pb_nk_beads``: ``pb_nk`` plus counting beads) so writes only those."""
+    path = Path(path)
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise GatingError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(doc, dict):
+        raise GatingError(f"{path}: must be a mapping with 'gates' (and optionally 'expected', 'extends')")
+    base_name = doc.pop("extends", None)
+    if base_name is None:
+        return doc
+    base_path = path.with_name(f"{base_name}.yaml")
+    if base_path in _seen or base_path == path:
+        raise GatingError(f"{path}: extends {base_name!r} in a loop")
+    if not base_path.is_file():
+        raise GatingError(f"{path}: extends {base_name!r}, but {base_path} does not exist")
+    base = rules_document(base_path, (*_seen, path))
+    merged = {**base, **{k: v for k, v in doc.items() if k not in ("gates", "expected")}}
+    merged["gates"] = {**(base.get("gates") or {}), **(doc.get("gates") or {})}
+    if base.get("expected") or doc.get("expected"):
+        be, de = base.get("expected") or {}, doc.get("expected") or {}
+        merged["expected"] = {**be, **{k: v for k, v in de.items() if k != "markers"},
+                              "markers": {**(be.get("markers") or {}), **(de.get("markers") or {})}}
+    return merged
+
+
+def _load_rules(path: Path, strategy: fk.GatingStrategy) -> dict[str, GateRule]:
+    doc = rules_document(path)
     gates = doc.get("gates") or {}
     ids = {gid for gid, _ in strategy.get_gate_ids()}
     _check_expected(doc.get("expected"), f"{path}: expected", strategy, ids)

@@ -413,7 +413,8 @@ def _panel_readouts(tubes: Sequence[Tube], gated: Mapping[str, TubeGating], pane
 
         fmo = next((gated[t.tube] for t in tubes
                     if _readout(panels, t) == "nk" and t.role == "fmo" and t.tube in gated), None)
-        out["nk"] = nk_metrics(gated[nk_stain[0].tube], fmo).as_dict()
+        row = by_tube[nk_stain[0].tube]
+        out["nk"] = nk_metrics(gated[row.tube], fmo, row.beads_per_tube, row.blood_volume_ul).as_dict()
     cart = [t for t in tubes if _readout(panels, t) == "cart" and t.role == "stain" and t.tube in gated]
     if cart:
         from mrdflow.sample._cart import cart_metrics

@@ -68,6 +68,11 @@ class NKMetrics:
     negative: a few % of T cells carry NKG2A; a large value means the threshold sits too low).
     fmo_nk_count / fmo_nk_above_pct: NK events in the FMO tube and the % above the threshold (QC:
     about 100 - 99.5 = 0.5 % by construction unless the window clipped it); None without an FMO.
+    bead_count: counting-bead events (time-QC'd events in the Beads gate; None when the tube's
+    template has no Beads gate, e.g. panel ``pb_nk``); beads_per_tube / blood_volume_ul: from the
+    sample sheet. cells_per_ul: NK cells per µL of blood = nk_count / bead_count × beads_per_tube
+    / blood_volume_ul; cells_per_ul_ci95_low/high: its Poisson 95% interval (bead count taken as
+    exact); count_reason: why there is no count ("" when there is one).
     """
 
     lymphocytes: int
@@ -93,9 +98,40 @@ class NKMetrics:
     t_cell_nkg2a_pct: float | None
     fmo_nk_count: int | None = None
     fmo_nk_above_pct: float | None = None
+    bead_count: int | None = None
+    beads_per_tube: float | None = None
+    blood_volume_ul: float | None = None
+    cells_per_ul: float | None = None
+    cells_per_ul_ci95_low: float | None = None
+    cells_per_ul_ci95_high: float | None = None
+    count_reason: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+#: The gate of counting beads an NK template may have (panel ``pb_nk_beads``).
+BEADS_GATE = "Beads"
+
+
+def nk_count(stain, beads_per_tube: float | None, blood_volume_ul: float | None) -> dict:
+    """NK cells/µL of a gated NK tube from its counting beads (the fields of :class:`NKMetrics`
+    from ``bead_count`` on), or, without beads, the reason there is no count."""
+    from mrdflow.sample._cart import absolute_count
+
+    out = {"beads_per_tube": beads_per_tube, "blood_volume_ul": blood_volume_ul}
+    if BEADS_GATE not in {s.gate_id for s in stain.steps}:
+        name = getattr(getattr(getattr(stain.view, "resolved", None), "panel", None), "name", "this panel")
+        return {**out, "count_reason": f"no counting beads in the NK tube (panel {name} has no Beads gate): "
+                                       "NKG2A % only"}
+    beads = stain.count(BEADS_GATE)
+    c = absolute_count(stain.count("NK"), beads, beads_per_tube, blood_volume_ul)  # type: ignore[arg-type]
+    reason = c.reason
+    if reason and (beads_per_tube is None or blood_volume_ul is None):
+        reason = "beads_per_tube and blood_volume_ul are not in the sample sheet for this NK tube"
+    return {**out, "bead_count": beads, "cells_per_ul": c.cells_per_ul,
+            "cells_per_ul_ci95_low": c.ci95[0] if c.ci95 else None,
+            "cells_per_ul_ci95_high": c.ci95[1] if c.ci95 else None, "count_reason": reason}
 
 
 def _pct(num: int, den: int) -> float | None:
@@ -118,11 +154,14 @@ def _source(note: str) -> str:
     return "data"
 
 
-def nk_metrics(stain: TubeGating, fmo: TubeGating | None = None) -> NKMetrics:
-    """NK read-outs of a tube gated with the pb_nk template.
+def nk_metrics(stain: TubeGating, fmo: TubeGating | None = None, beads_per_tube: float | None = None,
+               blood_volume_ul: float | None = None) -> NKMetrics:
+    """NK read-outs of a tube gated with the pb_nk (or pb_nk_beads) template.
 
     ``fmo``: the gated FMO control of the same sample, only for the FMO QC figures (the threshold
     itself was placed by :func:`mrdflow.gating.gate_tube` when ``stain`` was gated with ``fmo=``).
+    ``beads_per_tube`` / ``blood_volume_ul``: the sheet's, for NK cells/µL when the template counts
+    beads (:func:`nk_count`).
     """
     missing = [g for g in NK_GATES if g not in {s.gate_id for s in stain.steps}]
     if missing:
@@ -177,6 +216,7 @@ def nk_metrics(stain: TubeGating, fmo: TubeGating | None = None) -> NKMetrics:
         t_cell_nkg2a_pct=_pct(c["Tcells_NKG2Apos"], c["Tcells"]),
         fmo_nk_count=fmo_n,
         fmo_nk_above_pct=fmo_above,
+        **nk_count(stain, beads_per_tube, blood_volume_ul),
     )
 
 
