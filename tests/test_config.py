@@ -159,7 +159,9 @@ def test_validate_config_fills_every_default_from_the_schema():
     assert [(a["x"], a["y"], a["test"]) for a in cfg["cohort"]["associations"]] == [
         ("baseline_nkg2a_pct", "cart_auc_0_28", "spearman"), ("baseline_nkg2a_pct", "cart_cmax", "spearman"),
         ("baseline_nkg2a_pct", "cart_persistence_day", "spearman"), ("baseline_nkg2a_pct", "responder", "mann_whitney"),
-        ("w4_mrd_negative", "responder", "fisher"), ("baseline_pc_pct", "responder", "mann_whitney")]
+        ("w4_mrd_negative", "responder", "fisher"), ("baseline_pc_pct", "responder", "mann_whitney"),
+        ("nk_recovery_day", "cart_persistence_day", "spearman"), ("nk_recovery_day", "cart_auc_0_28", "spearman"),
+        ("nk_at_cart_peak", "cart_fall_rate_per_day", "spearman")]
     assert cfg["inventory"]["keywords"] == ["$CYT", "$DATE", "$BTIM", "$ETIM", "$TOT", "$PAR"]
     assert validate_config(cfg) == cfg  # the filled config is valid and filling again changes nothing
 

@@ -111,3 +111,14 @@ def test_build_patients_writes_both_timelines_and_the_per_patient_course():
     assert row["mrd_sustained_negative"] is None and row["mrd_best_depth"] == 4e-6
     assert row["nk_recovery_day"] == 14 and row["nk_baseline_cells_per_ul"] == 150.0
     assert row["nkg2a_pct_last"] == 25.0 and row["nkg2a_pct_change"] == pytest.approx(5.5)
+
+
+def test_cart_fall_rate_is_the_first_order_rate_after_the_peak():
+    from mrdflow.cohort._kinetics import kinetics
+
+    days = [0, 4, 7, 10, 14, 21, 28, 60]
+    counts = [0.0, 5.0, 40.0] + [100.0 * math.exp(-0.1 * (d - 10)) for d in days[3:]]
+    k = kinetics(days, counts, lloq=1.0)
+    assert k.tmax_day == 10 and k.fall_rate_per_day == pytest.approx(0.1, rel=1e-9)
+    # below the LLOQ the counts leave the fit; fewer than 3 points: no rate
+    assert kinetics([0, 7, 10, 14], [0.0, 5.0, 50.0, 0.5], lloq=1.0).fall_rate_per_day is None

@@ -17,7 +17,10 @@ __all__ = ["Kinetics", "kinetics"]
 class Kinetics:
     """cmax (cells/µL), tmax_day, auc_0_28 (cells/µL × day, linear trapezoid over days 0–28, with the
     day-28 value interpolated when day 28 was not sampled), persistence_day (last day with a count ≥
-    LLOQ; None if never), n_points, auc_complete (False when sampling stops before day 28)."""
+    LLOQ; None if never), n_points, auc_complete (False when sampling stops before day 28),
+    fall_rate_per_day: how fast the counts fall after the peak, the first-order rate k (1/day) of
+    C(t) ~ exp(-k t) fitted by least squares to ln(cells/µL) from Tmax on, over the counts at or
+    above the LLOQ (None with fewer than 3 such points; ln 2 / k is the half-life in days)."""
 
     cmax: float | None
     tmax_day: float | None
@@ -25,6 +28,7 @@ class Kinetics:
     persistence_day: float | None
     n_points: int
     auc_complete: bool
+    fall_rate_per_day: float | None = None
 
 
 def kinetics(days: Sequence[float], cells_per_ul: Sequence[float | None], *, lloq: float = 1.0,
@@ -54,4 +58,6 @@ def kinetics(days: Sequence[float], cells_per_ul: Sequence[float | None], *, llo
             dd = np.append(dd, window)
             cc = np.append(cc, np.interp(window, d, c))
         auc = float(np.trapezoid(cc, dd))
-    return Kinetics(float(c[i]), float(d[i]), auc, persistence, int(d.size), complete)
+    post = (d >= d[i]) & (c >= lloq) & (c > 0)
+    fall = float(-np.polyfit(d[post], np.log(c[post]), 1)[0]) if post.sum() >= 3 else None
+    return Kinetics(float(c[i]), float(d[i]), auc, persistence, int(d.size), complete, fall)

@@ -239,6 +239,7 @@ def build_patients(clinical: Sequence[Mapping], metrics: Sequence[dict], *, cart
             row[f"cart_auc_0_28{sfx}"] = k.auc_0_28
             row[f"cart_auc_complete{sfx}"] = k.auc_complete
             row[f"cart_persistence_day{sfx}"] = k.persistence_day
+            row[f"cart_fall_rate_per_day{sfx}"] = k.fall_rate_per_day
             row[f"cart_car_pct_cd3_peak{sfx}"] = None if peak is None else peak["car_pct_cd3"]
             row[f"cart_n_samples{sfx}"] = k.n_points
         row.update(_over_time(pid, row, mrd, nk, nk_recovery or {"fraction_of_baseline": 0.5}))
