@@ -13,6 +13,8 @@ import pytest
 import mrdflow.cohort._figures as cp
 from mrdflow.cohort._fig_mrd import _abbrev_reason
 from mrdflow.cohort._fig_nkg2a import _assoc_caption
+from mrdflow.cohort._fig_over_time import course_data
+from mrdflow.cohort._fig_swimmer import _swimmer_rows
 from mrdflow.cohort._plotkit import _dose_key
 from mrdflow.formatting import p_relation
 
@@ -99,6 +101,40 @@ def make_mrd() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def make_nk(counted: bool = True) -> pd.DataFrame:
+    """NK tubes: PT01–PT04 at days -5, 14, 28, 90 (counted when ``counted``); PT05, PT06 a baseline
+    tube without counting beads."""
+    rows = []
+    for pid in ("PT01", "PT02", "PT03", "PT04"):
+        for day, cells, nkg2a in ((-5, 180.0, 30.0), (14, 20.0, 60.0), (28, 90.0, 55.0), (90, 160.0, 40.0)):
+            rows.append({"patient_id": pid, "sample_id": f"{pid}_PB_NK_D{day}", "visit": "serial", "day": day,
+                         "day_since_infusion1": day, "infusion": 1,
+                         "nk_cells_per_ul": cells if counted else math.nan,
+                         "nk_cells_per_ul_ci95_low": cells * 0.8 if counted else math.nan,
+                         "nk_cells_per_ul_ci95_high": cells * 1.25 if counted else math.nan,
+                         "nk_count_reason": "" if counted else "no counting beads in the NK tube: NKG2A % only",
+                         "nkg2a_pct": nkg2a})
+    for pid in ("PT05", "PT06"):
+        rows.append({"patient_id": pid, "sample_id": f"{pid}_PB_baseline_nk", "visit": "baseline", "day": -5,
+                     "day_since_infusion1": -5, "infusion": 1, "nk_cells_per_ul": math.nan,
+                     "nk_cells_per_ul_ci95_low": math.nan, "nk_cells_per_ul_ci95_high": math.nan,
+                     "nk_count_reason": "no counting beads in the NK tube: NKG2A % only", "nkg2a_pct": 41.0})
+    return pd.DataFrame(rows)
+
+
+def make_mrd_over_time() -> pd.DataFrame:
+    """make_mrd() and a day-240 marrow of PT01, a marrow 30 days after PT04's second infusion (day
+    since infusion 1 unknown in the row: the figures move it by the infusion dates)."""
+    later = pd.DataFrame([
+        {"patient_id": "PT01", "sample_id": "PT01_BM_m8", "visit": "month8", "day": 240, "day_since_infusion1": 240,
+         "infusion": 1, "mrd_status": "negative", "mrd_level": math.nan, "sensitivity": 4e-6, "reason": ""},
+        {"patient_id": "PT04", "sample_id": "PT04_BM_I2_D030", "visit": "serial", "day": 30,
+         "day_since_infusion1": math.nan, "infusion": 2, "mrd_status": "not_evaluable", "mrd_level": math.nan,
+         "sensitivity": 3e-5, "reason": "hemodilution"},
+    ])
+    return pd.concat([make_mrd(), later], ignore_index=True)
+
+
 @pytest.fixture(scope="module")
 def tables():
     return make_patients(), make_kinetics(), make_mrd()
@@ -114,6 +150,8 @@ def figs(tables, tmp_path_factory):
         "kinetics": cp.kinetics_plot(kinetics, patients, out / "kinetics", lloq=1.0),
         "nkg2a": cp.nkg2a_auc_plot(patients, out / "nkg2a", assoc=ASSOC),
         "mrd": cp.mrd_plot(mrd, patients, out / "mrd"),
+        "over_time": cp.over_time_plot(patients, kinetics, make_nk(), make_mrd_over_time(), out / "over_time",
+                                       lloq=1.0),
     }
     return {k: (v, v[1].read_text(encoding="utf-8")) for k, v in made.items()}
 
@@ -137,7 +175,7 @@ def check_png(path: Path, min_w: int = 800) -> np.ndarray:
 # Files
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["swimmer", "kinetics", "nkg2a", "mrd"])
+@pytest.mark.parametrize("name", ["swimmer", "kinetics", "nkg2a", "mrd", "over_time"])
 def test_writes_png_and_svg(figs, tmp_path, name):
     paths, svg = figs[name]
     assert [p.suffix for p in paths] == [".png", ".svg"]
@@ -200,6 +238,125 @@ def test_swimmer_leaves_out_marks_that_do_not_occur(tables, tmp_path):
     for mark in ("Second infusion", "Progression", "MRD negative", "MRD positive"):
         assert mark not in texts
     assert "Response ongoing" in texts
+
+
+def svg_x(svg: str, gid: str) -> list[float]:
+    """x positions (SVG user units) in the element matplotlib wrote for the artist of that gid: a
+    marker's placement, or a line's or a bar's path vertices."""
+    m = re.search(rf'<g id="{re.escape(gid)}">(.*?)</g>', svg, re.S)
+    assert m, f"no element {gid!r} in the SVG"
+    uses = re.findall(r'<use [^>]*\bx="([-\d.]+)"', m.group(1))
+    if uses:
+        return [float(x) for x in uses]
+    return [float(x) for x in re.findall(r'[ML] ([-\d.]+) [-\d.]+', m.group(1))]
+
+
+def test_swimmer_places_each_marrow_at_its_own_time(tables, tmp_path):
+    """A day-240 marrow sits at ~7.9 months, not with the week-4 ones at month 1; a marrow counted
+    from the second infusion is moved by the infusion dates."""
+    patients, _, _ = tables
+    mrd = make_mrd_over_time()
+    rows = {d["pid"]: d for d in _swimmer_rows(patients, mrd, None)}
+    assert [round(mo, 3) for mo, _ in rows["PT01"]["mrd"]] == [round(28 / 30.4375, 3), round(180 / 30.4375, 3),
+                                                               round(240 / 30.4375, 3)]
+    assert rows["PT01"]["mrd"][-1] == pytest.approx((7.885, "negative"), abs=1e-3)
+    assert rows["PT04"]["mrd"][-1] == pytest.approx((120 / 30.4375, "not_evaluable"))  # 90 + 30 days
+    svg = cp.swimmer_plot(patients, mrd, tmp_path / "s")[1].read_text("utf-8")
+    x0, x_fu = min(svg_x(svg, "bar-PT01")), max(svg_x(svg, "bar-PT01"))  # the bar: 0 to 7.9 months
+    months = lambda gid: (svg_x(svg, gid)[0] - x0) / (x_fu - x0) * 7.9  # noqa: E731
+    assert months("mrd-PT01-negative-day240") == pytest.approx(7.885, abs=0.02)
+    assert months("mrd-PT01-negative-day28") == pytest.approx(0.92, abs=0.02)
+    assert months("mrd-PT04-not_evaluable-day120") == pytest.approx(3.94, abs=0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# Course over time
+# ---------------------------------------------------------------------------------------------
+
+def _days(svg: str, gid: str, pid: str) -> list[float]:
+    """Days since infusion 1 of an artist in the panel of ``pid``: PT04's infusion lines (days 0 and
+    90) set the scale, ``pid``'s day-0 line the origin (PT01, PT04, PT07 share the first column)."""
+    scale = (svg_x(svg, "inf2-PT04-day90")[0] - svg_x(svg, "inf1-PT04")[0]) / 90.0
+    return [(x - svg_x(svg, f"inf1-{pid}")[0]) / scale for x in svg_x(svg, gid)]
+
+
+def test_over_time_marks_mrd_at_its_days(figs):
+    svg = figs["over_time"][1]
+    assert _days(svg, "mrd-PT01-positive-day-5", "PT01") == [pytest.approx(-5, abs=0.5)]
+    for day in (28, 180, 240):
+        assert _days(svg, f"mrd-PT01-negative-day{day}", "PT01") == [pytest.approx(day, abs=0.5)]
+    # counted from the second infusion in its row: moved by the 90 days between the infusions
+    assert _days(svg, "mrd-PT04-not_evaluable-day120", "PT04") == [pytest.approx(120, abs=0.5)]
+    texts = svg_texts(svg)
+    for mark in ("Negative", "Positive", "Not evaluable", "Marrow MRD (top row)"):
+        assert mark in texts, mark
+
+
+def test_over_time_marks_second_infusion_and_progression(figs):
+    svg = figs["over_time"][1]
+    assert _days(svg, "inf2-PT04-day90", "PT04") == [pytest.approx(90, abs=0.5)] * 2  # a vertical line
+    assert _days(svg, "progression-PT08-day21", "PT08") == pytest.approx([21, 21], abs=0.5)
+    assert len(re.findall(r'<g id="inf2-', svg)) == 1 and len(re.findall(r'<g id="progression-', svg)) == 1
+    texts = svg_texts(svg)
+    assert "Second infusion" in texts and "Progression" in texts and "CAR-T after infusion 2" in texts
+    # CAR-T after infusion 2 starts at infusion 2 (kinetics rows counted from their own infusion)
+    assert _days(svg, "cart-PT04-inf2", "PT04")[0] == pytest.approx(90, abs=0.5)
+    for pid in IDS:
+        assert pid in texts
+
+
+def test_over_time_with_nk_counts(figs):
+    svg = figs["over_time"][1]
+    texts = svg_texts(svg)
+    assert _days(svg, "nk-PT01", "PT01") == pytest.approx([-5, 14, 28, 90], abs=0.5)
+    assert "NK cells, 95% CI (Poisson)" in texts and "NKG2A+ % of NK" in texts
+    assert 'id="nk-uncounted-PT05"' in svg and "NK tube without a count" in texts  # PT05's tube has no beads
+    caption = " ".join(t for t in texts if t.startswith("One panel"))
+    assert "Ticks on the day axis: NK tubes without a count" in caption
+
+
+def test_over_time_without_nk_counts(tables, tmp_path):
+    """No NK tube with counting beads (today's demo): a valid figure, the tubes as ticks and a note."""
+    patients, kinetics, _ = tables
+    paths = cp.over_time_plot(patients, kinetics, make_nk(counted=False), make_mrd_over_time(), tmp_path / "o")
+    check_png(paths[0])
+    svg = paths[1].read_text("utf-8")
+    texts = svg_texts(svg)
+    assert 'id="nk-PT01"' not in svg and 'id="nk-uncounted-PT01"' in svg
+    assert "NK cells, 95% CI (Poisson)" not in texts and "NK tube without a count" in texts
+    caption = " ".join(texts)
+    assert "No NK cell counts: no counting beads in the NK tube: NKG2A % only." in caption
+    assert 'id="mrd-PT01-negative-day240"' in svg and 'id="cart-PT01-inf1"' in svg
+    # no NK table at all, or one without rows (two patients, to keep it quick)
+    def two(df):
+        return df[df.patient_id.isin(["PT01", "PT04"])]
+    for nk in (None, pd.DataFrame(), make_nk().iloc[0:0]):
+        paths = cp.over_time_plot(two(patients), two(kinetics), nk, two(make_mrd_over_time()), tmp_path / "n")
+        check_png(paths[0])
+        assert "No NK tubes: no NK counts or NKG2A % to show." in " ".join(svg_texts(paths[1].read_text("utf-8")))
+
+
+def test_over_time_with_only_some_tables(tables, tmp_path):
+    patients, kinetics, mrd = tables
+    texts = svg_texts(cp.over_time_plot(None, None, None, mrd, tmp_path / "m")[1].read_text("utf-8"))
+    assert "PT01" in texts and any("No CAR-T counts." in t for t in texts)
+    texts = svg_texts(cp.over_time_plot(patients[["patient_id"]], kinetics, None, None, tmp_path / "k")[1]
+                      .read_text("utf-8"))
+    assert any("No marrow MRD calls." in t for t in texts) and "response n/a · dose n/a" in texts
+    one = cp.over_time_plot(patients.iloc[:1], kinetics[kinetics.patient_id == "PT01"], None, None, tmp_path / "1")
+    check_png(one[0])
+
+
+def test_course_data_times():
+    data = course_data(make_patients(), make_kinetics(), make_nk(), make_mrd_over_time())
+    assert list(data) == IDS
+    assert data["PT04"]["inf2"] == 90 and math.isnan(data["PT01"]["inf2"])
+    assert data["PT08"]["prog"] == 21 and math.isnan(data["PT01"]["prog"])
+    assert [c["day"] for c in data["PT04"]["cart"] if c["inf"] == 2][:2] == [90, 94]
+    assert data["PT01"]["mrd"] == [(-5, "positive"), (28, "negative"), (180, "negative"), (240, "negative")]
+    assert data["PT01"]["fu"] == pytest.approx(7.9 * 30.4375)
+    assert [c["day"] for c in data["PT02"]["nk"]] == [-5, 14, 28, 90]
+    assert math.isnan(data["PT05"]["nk"][0]["y"]) and data["PT05"]["nk"][0]["nkg2a"] == 41.0
 
 
 def test_kinetics_content(figs):
@@ -305,6 +462,7 @@ def test_empty_inputs_give_a_figure(tmp_path):
         "kinetics": lambda s: cp.kinetics_plot(empty, empty, s, lloq=1.0),
         "nkg2a": lambda s: cp.nkg2a_auc_plot(empty, s, assoc=None),
         "mrd": lambda s: cp.mrd_plot(empty, empty, s),
+        "over_time": lambda s: cp.over_time_plot(empty, empty, empty, empty, s, lloq=1.0),
     }
     for name, call in calls.items():
         paths = call(tmp_path / name)
@@ -356,6 +514,10 @@ def test_identical_input_gives_identical_bytes(tables, figs, tmp_path):
     b = cp.swimmer_plot(patients.copy(), mrd.copy(), tmp_path / "b", data_cut="2025-09-01")
     assert a[0].read_bytes() == b[0].read_bytes() == figs["swimmer"][0][0].read_bytes()
     assert a[1].read_bytes() == b[1].read_bytes()
+    e = cp.over_time_plot(patients.copy(), kinetics.copy(), make_nk(), make_mrd_over_time(), tmp_path / "e",
+                          lloq=1.0)
+    assert e[0].read_bytes() == figs["over_time"][0][0].read_bytes()
+    assert e[1].read_bytes() == figs["over_time"][0][1].read_bytes()
     c = cp.kinetics_plot(kinetics, patients, tmp_path / "c", lloq=1.0)
     assert c[0].read_bytes() == figs["kinetics"][0][0].read_bytes()
     assert c[1].read_bytes() == figs["kinetics"][0][1].read_bytes()

@@ -115,7 +115,7 @@ def test_write_cohort_writes_exactly_the_named_files(cohort_tables):
 
 def test_write_cohort_figures_uses_the_named_files(cohort_tables, tmp_path):
     _, t = cohort_tables
-    inputs = FigureInputs(patients=t.patients, kinetics=t.kinetics, mrd=t.mrd, associations=t.associations)
+    inputs = FigureInputs(patients=t.patients, kinetics=t.kinetics, mrd=t.mrd, nk=t.nk, associations=t.associations)
     plots = tmp_path / "figs"
     out = FigureFiles(png=[plots / f"{s}.png" for s in COHORT_FIGURES],
                       svg=[plots / f"{s}.svg" for s in COHORT_FIGURES])

@@ -1,5 +1,7 @@
 """The self-contained HTML cohort report (mrdflow.cohort) on a small hand-made results tree."""
 
+import dataclasses
+import html
 import re
 import shutil
 import subprocess
@@ -46,6 +48,47 @@ PATIENTS = [
          missing_readouts="baseline NKG2A %: PT03_PB_baseline_nk failed (nk: DATA segment truncated)"),
 ]
 
+COURSE = {  # the over-time columns of patients.tsv (mrdflow.cohort._timeline), by patient
+    "PT01": dict(mrd_n_assessments=2, mrd_sustained_negative=None,
+                 mrd_sustained_reason="follow-up too short: negative since day 28, confirmation due by day 393",
+                 mrd_negative_through_day=240, mrd_best_depth=4.5e-6, mrd_best_depth_negative=True,
+                 mrd_conversion_day=28, mrd_last_day=240, mrd_last_status="negative", nk_n_samples=3,
+                 nk_baseline_cells_per_ul=180.0, nk_recovery_day=28, nk_recovery_level=90.0,
+                 nk_recovery_reason="first day ≥ 0.5 × baseline (180.0/µL)", nk_at_cart_peak=35.5,
+                 nkg2a_pct_last=41.0, nkg2a_pct_last_day=90, nkg2a_pct_change=21.5, nkg2a_pct_min=19.5,
+                 nkg2a_pct_max=41.0),
+    "PT02": dict(mrd_n_assessments=1, mrd_sustained_negative=False, mrd_sustained_reason="never MRD-negative",
+                 mrd_negative_through_day=None, mrd_best_depth=1.0e-4, mrd_best_depth_negative=False,
+                 mrd_conversion_day=None, mrd_last_day=28, mrd_last_status="positive", nk_n_samples=1,
+                 nk_baseline_cells_per_ul=None, nk_recovery_day=None, nk_recovery_level=None,
+                 nk_recovery_reason="no baseline NK count to set the recovery level", nk_at_cart_peak=None,
+                 nkg2a_pct_last=31.8, nkg2a_pct_last_day=-5, nkg2a_pct_change=None, nkg2a_pct_min=31.8,
+                 nkg2a_pct_max=31.8),
+    "PT03": dict(mrd_n_assessments=0, mrd_sustained_negative=None, mrd_sustained_reason="no evaluable post-infusion "
+                 "marrow", mrd_negative_through_day=None, mrd_best_depth=None, mrd_best_depth_negative=None,
+                 mrd_conversion_day=None, mrd_last_day=None, mrd_last_status=None, nk_n_samples=0,
+                 nk_baseline_cells_per_ul=None, nk_recovery_day=None, nk_recovery_level=None,
+                 nk_recovery_reason="no baseline NK count to set the recovery level", nk_at_cart_peak=None,
+                 nkg2a_pct_last=None, nkg2a_pct_last_day=None, nkg2a_pct_change=None, nkg2a_pct_min=None,
+                 nkg2a_pct_max=None),
+}
+for _p in PATIENTS:
+    _p.update(COURSE[_p["patient_id"]])
+
+
+def _nk_tube(pid, day, cells, nkg2a, reason=""):
+    lo, hi = (None, None) if cells is None else (cells - 30.0, cells + 30.0)
+    return dict(patient_id=pid, sample_id=f"{pid}_PB_NK_D{day}", visit="baseline" if day < 0 else "serial", day=day,
+                day_since_infusion1=day, infusion=1, nk_cells_per_ul=cells, nk_cells_per_ul_ci95_low=lo,
+                nk_cells_per_ul_ci95_high=hi, nk_count_reason=reason, nk_pct_lymph=12.0, nk_bright_pct_of_nk=8.0,
+                nk_dim_pct_of_nk=92.0, nk_bright_cells_per_ul=None, nk_dim_cells_per_ul=None, nkg2a_pct=nkg2a,
+                nkg2a_pct_bright=60.0, nkg2a_pct_dim=15.0, review="")
+
+
+NO_BEADS = "no counting beads in the NK tube: NKG2A % only"
+NK_TUBES = [_nk_tube("PT01", -5, 180.0, 19.5), _nk_tube("PT01", 28, 95.0, 30.0), _nk_tube("PT01", 90, 210.0, 41.0),
+            _nk_tube("PT02", -5, None, 31.8, NO_BEADS)]
+
 ASSOC = [
     dict(x="baseline_nkg2a_pct", y="cart_auc_0_28", test="spearman", n=2, statistic_name="rho", statistic=-1.0,
          p_value=1.0, p_method="exact permutation", effect_name="rho", effect=-1.0, ci_low=-1.0, ci_high=1.0,
@@ -87,16 +130,20 @@ def tree(tmp_path_factory) -> dict:
     write_tsv(table1(patients), cohort / "table1.tsv")
     write_tsv(response_summary(patients), cohort / "response_summary.tsv")
     _tsv(ASSOC, cohort / "associations.tsv")
-    _tsv([dict(patient_id="PT01", sample_id="PT01_BM_week4", visit="week4", day=28, infusion=1, mrd_status="negative",
-               mrd_level=0.0, sensitivity=8.7e-6, n_nucleated=2300000, n_aberrant_pc=0, hemodilution=False, reason="",
-               pc_pct=0.8),
-          dict(patient_id="PT02", sample_id="PT02_BM_week4", visit="week4", day=28, infusion=1, mrd_status="positive",
-               mrd_level=1.0e-4, sensitivity=9.1e-6, n_nucleated=2200000, n_aberrant_pc=220, hemodilution=False,
-               reason="", pc_pct=1.2),
-          dict(patient_id="PT03", sample_id="PT03_BM_week4", visit="week4", day=28, infusion=1,
-               mrd_status="not_evaluable", mrd_level=None, sensitivity=2.0e-5, n_nucleated=1000000, n_aberrant_pc=0,
-               hemodilution=True, reason="sensitivity 2.0e-05 does not reach 10^-5", pc_pct=0.1)],
+    _tsv([dict(patient_id="PT01", sample_id="PT01_BM_week4", visit="week4", day=28, day_since_infusion1=28,
+               infusion=1, mrd_status="negative", mrd_level=0.0, sensitivity=8.7e-6, n_nucleated=2300000,
+               n_aberrant_pc=0, hemodilution=False, reason="", pc_pct=0.8),
+          dict(patient_id="PT02", sample_id="PT02_BM_week4", visit="week4", day=28, day_since_infusion1=28,
+               infusion=1, mrd_status="positive", mrd_level=1.0e-4, sensitivity=9.1e-6, n_nucleated=2200000,
+               n_aberrant_pc=220, hemodilution=False, reason="", pc_pct=1.2),
+          dict(patient_id="PT03", sample_id="PT03_BM_week4", visit="week4", day=28, day_since_infusion1=28,
+               infusion=1, mrd_status="not_evaluable", mrd_level=None, sensitivity=2.0e-5, n_nucleated=1000000,
+               n_aberrant_pc=0, hemodilution=True, reason="sensitivity 2.0e-05 does not reach 10^-5", pc_pct=0.1),
+          dict(patient_id="PT01", sample_id="PT01_BM_m8", visit="month8", day=240, day_since_infusion1=240,
+               infusion=1, mrd_status="negative", mrd_level=None, sensitivity=4.5e-6, n_nucleated=4400000,
+               n_aberrant_pc=0, hemodilution=False, reason="", pc_pct=0.9)],
          cohort / "mrd_timeline.tsv")
+    _tsv(NK_TUBES, cohort / "nk_timeline.tsv")
     _tsv([dict(patient_id=p, infusion=1, day=d, sample_id=f"{p}_PB_I1_D{d:03d}", cells_per_ul=c, car_pct_cd3=10.0,
                cells_per_ul_ci95_low=c * 0.9, cells_per_ul_ci95_high=c * 1.1)
           for p in ("PT02", "PT01") for d, c in ((7, 20.0), (0, 0.0))], cohort / "kinetics.tsv")
@@ -108,7 +155,8 @@ def tree(tmp_path_factory) -> dict:
                infusion=1, status="failed", errors="nk: DATA segment truncated at /srv/site/data/PT03/x.fcs",
                time_qc_flags="", cart_time_qc_failed=None, mrd_hemodilution=None)],
          cohort / "sample_metrics.tsv")
-    for stem, colour in (("swimmer", "red"), ("kinetics", "blue"), ("mrd", "green")):  # nkg2a_auc is missing
+    for stem, colour in (("swimmer", "red"), ("kinetics", "blue"), ("over_time", "orange"),
+                         ("mrd", "green")):  # nkg2a_auc is missing
         _png(cohort / "plots" / f"{stem}.png", colour)
     _png(res / "samples" / "PT01_BM_baseline" / "plots" / "ngf1" / "01_Time.png", "black")
     _png(res / "samples" / "PT01_BM_baseline" / "plots" / "ngf1" / "02_Singlets.png", "black")
@@ -150,7 +198,7 @@ def test_report_has_every_section_in_order(tree):
 
 def test_self_contained(tree):
     page = tree["html"]
-    assert page.count("data:image/png;base64,") == 3  # three cohort figures, none of the gating plots
+    assert page.count("data:image/png;base64,") == 4  # four cohort figures, none of the gating plots
     assert "http://" not in page and "https://" not in page
     assert "<script" not in page.lower()
     assert 'href="samples/PT01_BM_baseline/plots/ngf1/01_Time.png"' in _section(page, "gating")
@@ -176,6 +224,84 @@ def test_tables_and_formats(tree):
     assert kin.count("<td>PT02</td>") >= 2 and "400" in kin  # PT02 has a second-infusion row
     assert 'id="fig-kinetics"' in kin
     assert "Table 1" in _section(page, "table1")
+
+
+def _rows(section: str, heading: str) -> dict[str, list[str]]:
+    """The table after ``heading`` in a section: its first cell (patient or sample) -> cells as text."""
+    part = section[section.index(heading):]
+    table = part[:part.index("</table>")]
+    out = {}
+    for tr in re.findall(r"<tr>(.*?)</tr>", table, re.S):
+        cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+                 for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)]
+        if cells:
+            out.setdefault(cells[0], []).append(cells)
+    return out
+
+
+def test_over_time_section(tree):
+    page = tree["html"]
+    assert SECTION_IDS.index("over_time") == SECTION_IDS.index("kinetics") + 1
+    sec = _section(page, "over_time")
+    assert 'id="fig-over_time"' in sec and sec.count("data:image/png;base64,") == 1
+    assert "Course by patient" in sec
+    # the figure is shown here, and only pointed to under "Figures"
+    figs = _section(page, "figures")
+    assert 'id="fig-over_time"' not in figs and '<a href="#fig-over_time">Over time</a>' in figs
+
+
+def test_over_time_mrd_course(tree):
+    sec = _section(tree["html"], "over_time")
+    rows = _rows(sec, "MRD course per patient")
+    assert rows["PT01"] == [["PT01", "2", "not yet", COURSE["PT01"]["mrd_sustained_reason"], "240",
+                             "< 4.5e-06 (negative)", "28", "day 240: negative"]]
+    assert rows["PT02"] == [["PT02", "1", "no", "never MRD-negative", "NA", "1.0e-04 (positive)", "NA",
+                             "day 28: positive"]]
+    assert rows["PT03"][0][:4] == ["PT03", "0", "NA", "no evaluable post-infusion marrow"]
+    assert "IMWG 2016" in sec and "365 days" in sec
+
+
+def test_over_time_nk_course(tree):
+    sec = _section(tree["html"], "over_time")
+    rows = _rows(sec, "NK course per patient")
+    assert rows["PT01"] == [["PT01", "3", "180.0", "28", "90.0", "first day ≥ 0.5 × baseline (180.0/µL)",
+                             "35.5 (day 10)", "19.5 → 41.0 (day 90)", "+21.5", "19.5–41.0"]]
+    assert rows["PT02"] == [["PT02", "1", "NA", "NA", "NA", "no baseline NK count to set the recovery level", "NA",
+                             "31.8 → 31.8 (day -5)", "NA", "31.8–31.8"]]
+    assert rows["PT03"][0][7] == "NA"  # no NKG2A at all
+
+
+def test_over_time_timelines(tree):
+    sec = _section(tree["html"], "over_time")
+    mrd = _rows(sec, "MRD timeline")
+    assert [r[1] for r in mrd["PT01"]] == ["PT01_BM_week4", "PT01_BM_m8"]  # by day since infusion 1
+    m8 = mrd["PT01"][1]
+    assert m8[2:6] == ["month8", "240", "negative", "< LOD"] and m8[6] == "4.5e-06 (10^-5 reached)"
+    assert mrd["PT03"][0][-1] == "sensitivity 2.0e-05 does not reach 10^-5"
+    nk = _rows(sec, "NK timeline")
+    assert [r[3] for r in nk["PT01"]] == ["-5", "28", "90"]
+    assert nk["PT01"][0][4] == "180.0 (150.0–210.0)" and nk["PT01"][0][7] == "19.5"
+    assert nk["PT02"][0][4] == f"no count: {NO_BEADS}" and nk["PT02"][0][7] == "31.8"
+    assert "No NK tube has a count" not in sec
+
+
+def test_over_time_notes_for_missing_tables_and_columns(tree, tmp_path):
+    """A patients table from before the course columns, an NK timeline without counts, no MRD timeline:
+    notes, no exception."""
+    old = pd.DataFrame(PATIENTS).drop(columns=[c for row in COURSE.values() for c in row])
+    _tsv(old, tmp_path / "patients.tsv")
+    _tsv([_nk_tube("PT02", -5, None, 31.8, NO_BEADS)], tmp_path / "nk.tsv")
+    inputs = dataclasses.replace(tree["inputs"], patients=tmp_path / "patients.tsv", nk=tmp_path / "nk.tsv",
+                                 mrd=tmp_path / "gone.tsv")
+    page = build_report(inputs, tree["res"] / "report_old.html", **tree["kw"]).read_text(encoding="utf-8")
+    sec = _section(page, "over_time")
+    assert "has no MRD-course columns" in sec and "has no NK-course columns" in sec
+    assert "Not available: gone.tsv was not found." in sec
+    assert "No NK tube has a count" in sec and f"no count: {NO_BEADS}" in sec
+    _tsv(pd.DataFrame(columns=["patient_id", "sample_id", "day_since_infusion1", "nkg2a_pct"]), tmp_path / "nk0.tsv")
+    page = build_report(dataclasses.replace(inputs, nk=tmp_path / "nk0.tsv"), tree["res"] / "report_old.html",
+                        **tree["kw"]).read_text(encoding="utf-8")
+    assert "No stained NK tubes." in _section(page, "over_time")
 
 
 def test_associations_show_every_row_with_n(tree):
@@ -248,4 +374,8 @@ def test_missing_inputs_give_notes_not_errors(tmp_path):
         assert f'<section id="{sid}">' in page
     assert "cohort/patients.tsv was not found" in page
     assert page.count("Figure not available") == len(FIGURES)
+    over_time = _section(page, "over_time")
+    for name in ("patients", "mrd_timeline", "nk_timeline"):
+        assert f"cohort/{name}.tsv was not found" in over_time, name
+    assert "Figure not available: cohort/plots/over_time.png" in over_time
     assert "file not found" in _section(page, "provenance")

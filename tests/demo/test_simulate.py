@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import mrdflow.demo._simulate as sim
-from mrdflow.demo._design import TUBE_PANEL, _load_panel
+from mrdflow.demo._design import NK_BEADS_PANEL, TUBE_PANEL, _load_panel
 from mrdflow.demo._instrument import SAT
 from mrdflow.io import format_spillover, write_fcs
 
@@ -37,8 +37,9 @@ def read(path):
     return s.get_events(source="raw"), s.pnn_labels, s.pns_labels, meta
 
 
-# A few tiny files: baseline BM (both tubes), week-4 BM tube 1, NK + FMO, two CAR-T tubes (one
-# with a clog segment), at half the tiny cohort's event counts.
+# A few tiny files: baseline BM (both tubes), week-4 BM (both tubes), NK + FMO, two CAR-T tubes (one
+# with a clog segment) and the serial NK tube with counting beads beside PT01's day-7 CAR-T tube, at
+# half the tiny cohort's event counts.
 PICK = ["PT08_BM_baseline", "PT08_BM_week4", "PT01_PB_baseline_nk", "PT01_PB_I1_D007",
         "PT08_PB_I1_D007"]
 SCALE = 0.5
@@ -116,7 +117,7 @@ def test_writer_rejects_owned_keywords_and_keeps_old_file(tmp_path):
 
 def test_files_shape_keywords_and_spillover(tiny):
     out, truths = tiny
-    assert len(truths) == 8
+    assert len(truths) == 9
     for name, t in truths.items():
         v, pnn, pns, meta = read(out / name)
         panel = _load_panel(t["panel"])
@@ -330,9 +331,17 @@ def test_sample_sheets_match_design(folder):
     assert rows == made
     assert len({r["fcs"] for r in rows}) == len(rows)
     for r in rows:
-        assert r["panel"] == TUBE_PANEL[r["tube"]]
+        beads = r["panel"] == NK_BEADS_PANEL
+        assert r["panel"] == (NK_BEADS_PANEL if beads else TUBE_PANEL[r["tube"]])
         assert (r["role"] == "fmo") == (r["tube"] == "nk_fmo") == (r["fmo_marker"] == "CD159a")
-        assert bool(r["beads_per_tube"]) == (r["tube"] == "cart")
+        assert bool(r["beads_per_tube"]) == bool(r["blood_volume_ul"]) == (r["tube"] == "cart" or beads)
+        assert not beads or (r["tube"] in ("nk", "nk_fmo") and "nk_tube" in design)
+    by_sample: dict[str, list[dict]] = {}
+    for r in rows:
+        by_sample.setdefault(r["sample_id"], []).append(r)
+    for sid, tubes in by_sample.items():  # a sample's tubes share patient, specimen, visit, day, infusion
+        assert len({tuple(t[k] for k in ("patient_id", "specimen", "visit", "day", "infusion")) for t in tubes}) == 1
+        assert len({t["tube"] for t in tubes}) == len(tubes), sid
     clin = _tsv(folder / "clinical.tsv")
     assert sorted(c["patient_id"] for c in clin) == sorted(design["patients"])
     for c in clin:

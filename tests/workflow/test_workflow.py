@@ -152,7 +152,7 @@ def test_cohort_outputs(tiny_run):
     assert set(pc.obs["patient_id"]) == {"PT01", "PT08"}
     nk = ad.read_h5ad(cohort / "nk_events.h5ad")
     assert nk.n_obs > 100 and "CD159a" in list(nk.var_names) and nk.obs["NKG2Apos"].dtype == bool
-    for fig in ("swimmer", "kinetics", "nkg2a_auc", "mrd"):
+    for fig in ("swimmer", "kinetics", "over_time", "nkg2a_auc", "mrd"):
         for ext in ("png", "svg"):
             assert (cohort / "plots" / f"{fig}.{ext}").stat().st_size > 1000, (fig, ext)
 
@@ -166,6 +166,22 @@ def test_tiny_cohort_summary_recovers_planted_truth(tiny_run):
     report = format_report(checks)
     assert len(checks) == 8, report
     assert all(c.passed for c in checks), report
+
+
+def test_tiny_cohort_over_time_recovers_planted_truth(tiny_run):
+    """The MRD timeline (PT01's day-90 marrow), the NK timeline (NK cells/µL within 10% of the
+    planted count at every tube with beads; no count, with the reason, without) and the per-patient
+    courses against the tiny cohort's planted truth."""
+    from mrdflow.demo import Bars, format_report, validate_timelines
+
+    checks = validate_timelines(tiny_run / "results", tiny_run / "data" / "test" / "truth.tsv", Bars())
+    report = format_report(checks)
+    assert len(checks) >= 10 and all(c.passed for c in checks), report
+    nk = {r["sample_id"]: r for r in _tsv(tiny_run / "results" / "cohort" / "nk_timeline.tsv")}
+    assert nk["PT01_PB_I1_D007"]["nk_cells_per_ul"] not in ("", "NA")
+    assert "no counting beads" in nk["PT08_PB_baseline_nk"]["nk_count_reason"]
+    patients = {r["patient_id"]: r for r in _tsv(tiny_run / "results" / "cohort" / "patients.tsv")}
+    assert float(patients["PT01"]["mrd_negative_through_day"]) >= 90
 
 
 @pytest.fixture(scope="module")

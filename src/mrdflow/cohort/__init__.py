@@ -63,6 +63,9 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "mrd_plot",
             "write_cohort_figures",
         ],
+        "_fig_over_time": [
+            "over_time_plot",
+        ],
         "_report": [
             "FIGURES",
             "SECTIONS",

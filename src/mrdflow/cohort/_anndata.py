@@ -45,19 +45,18 @@ def write_anndata(pc_files: Sequence[str | Path], nk_files: Sequence[str | Path]
     o = (pd.concat(obs, ignore_index=True) if obs
          else pd.DataFrame(columns=["sample_id", "patient_id", "tube", "cluster", "aberrant"]))
     _write_h5ad(ad.AnnData(X=X, obs=_obs_index(o), var=pd.DataFrame(index=list(BACKBONE))), out.pc, atomic_path)
-    xs, obs, markers = [], [], None
-    for f in nk_files:
-        z = np.load(f, allow_pickle=False)
-        if z["values"].size == 0:
-            continue
-        markers = markers or z["markers"].tolist()
-        if z["markers"].tolist() != markers:
-            raise ValueError(f"{f}: NK markers {z['markers'].tolist()} differ from {markers}")
+    xs, obs = [], []
+    loaded = [(f, z) for f in nk_files for z in [np.load(f, allow_pickle=False)] if z["values"].size]
+    # The markers every NK tube has (NK tubes with counting beads carry one more channel, and a
+    # lab's panels may differ): the AnnData's vars, in the first tube's order.
+    lists = [z["markers"].tolist() for _, z in loaded]
+    markers = [m for m in lists[0] if all(m in other for other in lists)] if lists else []
+    for _, z in loaded:
         sid = str(z["sample_id"])
-        xs.append(z["values"])
+        cols = [z["markers"].tolist().index(m) for m in markers]
+        xs.append(z["values"][:, cols])
         obs.append(pd.DataFrame({"sample_id": sid, "patient_id": patient_of.get(sid, ""),
                                  **{k: z[k].astype(bool) for k in ("NK_bright", "NK_dim", "NKG2Apos")}}))
-    markers = markers or []
     X = np.concatenate(xs).astype(np.float32) if xs else np.zeros((0, len(markers)), np.float32)
     o = pd.concat(obs, ignore_index=True) if obs else pd.DataFrame(columns=["sample_id", "patient_id"])
     _write_h5ad(ad.AnnData(X=X, obs=_obs_index(o), var=pd.DataFrame(index=markers)), out.nk, atomic_path)

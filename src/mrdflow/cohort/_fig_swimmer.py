@@ -13,15 +13,19 @@ from matplotlib.transforms import blended_transform_factory
 from mrdflow.cohort._plotkit import (
     INK,
     MONTH_DAYS,
+    MRD_MARKS,
     MUTED,
     RESPONDERS,
     _caption_space,
     _col,
     _date,
+    _day_since_infusion1,
     _dose_key,
     _frame,
+    _infusion_offsets,
     _legend,
     _marker,
+    _mrd_handle,
     _new_figure,
     _no_data,
     _num,
@@ -45,25 +49,26 @@ def _months_between(a: pd.Timestamp | None, b: pd.Timestamp | None) -> float:
     return (b - a).days / MONTH_DAYS
 
 
-def _mrd_marks(m: pd.DataFrame, pid: str) -> list[tuple[float, str]]:
-    """(months since infusion 1, status) of the patient's marrow MRD results after infusion."""
+def _mrd_marks(m: pd.DataFrame, pid: str, offsets: dict[str, float]) -> list[tuple[float, str]]:
+    """(months since infusion 1, status) of the patient's marrow MRD results after infusion 1, each
+    at its own time (the MRD timeline's ``day_since_infusion1``; else its ``day`` moved by its
+    infusion's offset, ``offsets``: :func:`_infusion_offsets`)."""
     samples: list[tuple[float, str]] = []
     if not m.empty and "patient_id" in m.columns:
         sub = m[_col(m, "patient_id").astype(object).map(_text) == pid]
         for _, s in sub.iterrows():
-            day = _num(s.get("day_since_infusion1")) if "day_since_infusion1" in sub.columns else math.nan
-            if not math.isfinite(day):
-                day = _num(s.get("day"))
+            day = _day_since_infusion1(s, offsets)
             status = (_text(s.get("mrd_status")) or "").lower()
             if day > 0 and status in ("negative", "positive", "not_evaluable"):
                 samples.append((day / MONTH_DAYS, status))
-    return samples
+    return sorted(samples)
 
 
 def _swimmer_rows(p: pd.DataFrame, m: pd.DataFrame, cut: pd.Timestamp | None) -> list[dict]:
     """One dict per patient: follow-up ``fu`` (months), response, progression (``prog_m``, months),
     second infusion (``inf2``, months), MRD marks, whether the response is ongoing, the dose/LD note."""
     rows = []
+    offsets = _infusion_offsets(p)
     for _, r in p.iterrows():
         pid = _text(r.get("patient_id"))
         if pid is None:
@@ -79,7 +84,7 @@ def _swimmer_rows(p: pd.DataFrame, m: pd.DataFrame, cut: pd.Timestamp | None) ->
         prog_m = _months_between(inf1, _date(r.get("progression_date"))) if prog else math.nan
         if prog and not math.isfinite(prog_m) and math.isfinite(fu):
             prog_m = fu  # progressed, date missing: mark at the end of follow-up
-        samples = _mrd_marks(m, pid)
+        samples = _mrd_marks(m, pid, offsets)
         ld = _text(r.get("lymphodepletion"))
         dose = _dose_key(r.get("cart_dose_cells"), r.get("dose_level"))
         rows.append(dict(pid=pid, fu=fu, resp=resp, prog=prog, prog_m=prog_m, inf2=inf2, mrd=samples,
@@ -95,7 +100,7 @@ def _draw_row(ax: Axes, y: int, d: dict, xmax: float, used: dict[str, bool], lab
     fu = d["fu"]
     if math.isfinite(fu):
         ax.barh(y, fu, height=_BAR_H, left=0, color=_response_color(d["resp"]), edgecolor="#444444",
-                linewidth=0.6, zorder=2)
+                linewidth=0.6, zorder=2, gid=f"bar-{d['pid']}")
     else:
         marks = [mo for mo, _ in d["mrd"]] + [v for v in (d["prog_m"],) if math.isfinite(v)]
         ax.text(max(marks) + 0.03 * xmax if marks else 0.01 * xmax, y, "follow-up not reported", va="center",
@@ -116,12 +121,8 @@ def _draw_row(ax: Axes, y: int, d: dict, xmax: float, used: dict[str, bool], lab
                 color=INK if d["resp"] else MUTED)
     for mo, status in d["mrd"]:
         used[f"mrd_{status}"] = True
-        if status == "negative":
-            ax.plot(mo, y, marker="o", ms=7, mfc="white", mec=INK, mew=1.1, zorder=4, ls="none")
-        elif status == "positive":
-            ax.plot(mo, y, marker="o", ms=7, mfc=INK, mec="white", mew=0.8, zorder=4, ls="none")
-        else:
-            ax.plot(mo, y, marker="s", ms=6, mfc="#bdbdbd", mec=INK, mew=0.9, zorder=4, ls="none")
+        gid = f"mrd-{d['pid']}-{status}-day{round(mo * MONTH_DAYS):d}"  # names the mark in the SVG
+        ax.plot(mo, y, zorder=4, ls="none", gid=gid, **MRD_MARKS[status])
     if math.isfinite(d["inf2"]):
         used["inf2"] = True
         ax.plot(d["inf2"], y - _BAR_H / 2 - 0.02, marker="v", ms=7.5, mfc="#7b3294", mec="white", mew=0.6,
@@ -138,12 +139,9 @@ def _draw_row(ax: Axes, y: int, d: dict, xmax: float, used: dict[str, bool], lab
 def _event_items(used: dict[str, bool]) -> list[tuple[Any, str]]:
     """Legend entries of the events drawn."""
     events: list[tuple[Any, str]] = []
-    if used["mrd_negative"]:
-        events.append((_marker("o", "white", size=7, lw=1.1), "MRD negative"))
-    if used["mrd_positive"]:
-        events.append((_marker("o", INK, edge="white", size=7), "MRD positive"))
-    if used["mrd_not_evaluable"]:
-        events.append((_marker("s", "#bdbdbd", size=6), "MRD not evaluable"))
+    for status in ("negative", "positive", "not_evaluable"):
+        if used[f"mrd_{status}"]:
+            events.append((_mrd_handle(status), f"MRD {status.replace('_', ' ')}"))
     if used["inf2"]:
         events.append((_marker("v", "#7b3294", edge="white", size=7.5, lw=0.6), "Second infusion"))
     if used["prog"]:

@@ -1,4 +1,5 @@
-"""Cohort figures for the trial report: swimmer plot, CAR-T kinetics, NKG2A vs exposure, week-4 MRD.
+"""Cohort figures for the trial report: swimmer plot, CAR-T kinetics, each patient's course over time,
+NKG2A vs exposure, week-4 MRD.
 
 Every figure function takes the cohort tables (:mod:`mrdflow.cohort`) and an output *stem*; it writes
 ``<stem>.png`` (200 dpi) and ``<stem>.svg`` and returns both paths. Figures are drawn on Agg
@@ -16,8 +17,8 @@ labelled by :func:`mrdflow.formatting.dose_label`, as in the tables.
 Missing data never raises: rows without the value a figure needs are left out (and counted where it
 matters); a figure with nothing to show says "no data".
 
-One module per figure (``_fig_swimmer``, ``_fig_kinetics``, ``_fig_nkg2a``, ``_fig_mrd``); what they
-share (style, colours, saving, legends) is in ``_plotkit``.
+One module per figure (``_fig_swimmer``, ``_fig_kinetics``, ``_fig_over_time``, ``_fig_nkg2a``,
+``_fig_mrd``); what they share (style, colours, saving, legends) is in ``_plotkit``.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ import pandas as pd
 from mrdflow.cohort._fig_kinetics import kinetics_plot
 from mrdflow.cohort._fig_mrd import mrd_plot
 from mrdflow.cohort._fig_nkg2a import nkg2a_auc_plot
+from mrdflow.cohort._fig_over_time import over_time_plot
 from mrdflow.cohort._fig_swimmer import swimmer_plot
 from mrdflow.cohort._outputs import COHORT_FIGURES, FigureFiles, FigureInputs
 from mrdflow.cohort._plotkit import DOSE_COLORS, RESPONSE_COLORS, dose_color
 from mrdflow.cohort._tables import read_tsv
 
-__all__ = ["RESPONSE_COLORS", "DOSE_COLORS", "dose_color", "swimmer_plot", "kinetics_plot",
+__all__ = ["RESPONSE_COLORS", "DOSE_COLORS", "dose_color", "swimmer_plot", "kinetics_plot", "over_time_plot",
            "nkg2a_auc_plot", "mrd_plot", "nkg2a_auc_association", "write_cohort_figures"]
 
 
@@ -67,10 +69,12 @@ def write_cohort_figures(inputs: FigureInputs, out: FigureFiles, *, lloq: float 
     """Every cohort figure (:data:`COHORT_FIGURES`) as the PNG and SVG that ``out`` names, drawn from
     the cohort tables ``inputs`` names; ``lloq``: the CAR-T assay LLOQ (cells/µL) drawn on the kinetics."""
     patients, kin, mrd = read_tsv(inputs.patients), read_tsv(inputs.kinetics), read_tsv(inputs.mrd)
+    nk = read_tsv(inputs.nk)
     assoc = nkg2a_auc_association(read_tsv(inputs.associations))
     draw: dict[str, Callable[[Path], list[Path]]] = {
         "swimmer": lambda stem: swimmer_plot(patients, mrd, stem),
         "kinetics": lambda stem: kinetics_plot(kin, patients, stem, lloq=lloq),
+        "over_time": lambda stem: over_time_plot(patients, kin, nk, mrd, stem, lloq=lloq),
         "nkg2a_auc": lambda stem: nkg2a_auc_plot(patients, stem, assoc=assoc),
         "mrd": lambda stem: mrd_plot(mrd, patients, stem),
     }

@@ -30,7 +30,7 @@ PLOTS_DIR = f"{COHORT_DIR}/plots"
 REPORT_HTML = f"{RESULTS_DIR}/report.html"
 
 #: Cohort figure stems, in the report's order; each is drawn as ``<PLOTS_DIR>/<stem>.png`` and ``.svg``.
-COHORT_FIGURES = ("swimmer", "kinetics", "nkg2a_auc", "mrd")
+COHORT_FIGURES = ("swimmer", "kinetics", "over_time", "nkg2a_auc", "mrd")
 
 _Path = str | PathLike
 
@@ -117,6 +117,7 @@ class FigureInputs(_Files):
     patients: _Path = _TABLES.patients
     kinetics: _Path = _TABLES.kinetics
     mrd: _Path = _TABLES.mrd
+    nk: _Path = _TABLES.nk
     associations: _Path = _TABLES.associations
 
 
@@ -139,6 +140,7 @@ class ReportInputs(_Files):
     response: _Path = _TABLES.response
     associations: _Path = _TABLES.associations
     mrd: _Path = _TABLES.mrd
+    nk: _Path = _TABLES.nk
     kinetics: _Path = _TABLES.kinetics
     sample_metrics: _Path = SampleMetricsTable().sample_metrics
     figures: Iterable[_Path] = figure_paths("png")

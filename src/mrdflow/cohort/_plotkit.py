@@ -52,6 +52,13 @@ DOSE_COLORS: dict[str, str] = {
 _DOSE_EXTRA = ("#882255", "#44aa99", "#999933", "#332288", "#aa4499", "#117733", "#88ccee", "#ddcc77")
 UNKNOWN_DOSE_COLOR = "#8c8c8c"
 
+#: Marrow MRD call -> marker style (Line2D keywords), as the swimmer and the course figure draw it.
+MRD_MARKS: dict[str, dict[str, Any]] = {
+    "negative": dict(marker="o", ms=7, mfc="white", mec="#222222", mew=1.1),
+    "positive": dict(marker="o", ms=7, mfc="#222222", mec="white", mew=0.8),
+    "not_evaluable": dict(marker="s", ms=6, mfc="#bdbdbd", mec="#222222", mew=0.9),
+}
+
 MONTH_DAYS = 30.4375
 IMWG_MRD = 1e-5
 DPI = 200
@@ -171,6 +178,34 @@ def dose_color(label: str | None, others: Iterable[str | None] = ()) -> str:
 
 
 
+def _infusion_offsets(patients: pd.DataFrame) -> dict[str, float]:
+    """Patient -> days from infusion 1 to infusion 2 (clinical dates in the patients table), where
+    both dates are known."""
+    out: dict[str, float] = {}
+    for _, r in patients.iterrows() if not patients.empty else []:
+        pid = _text(r.get("patient_id"))
+        d1, d2 = _date(r.get("infusion1_date")), _date(r.get("infusion2_date"))
+        if pid is not None and d1 is not None and d2 is not None:
+            out[pid] = float((d2 - d1).days)
+    return out
+
+
+def _day_since_infusion1(row: Any, offsets: Mapping[str, float]) -> float:
+    """A sample's day since infusion 1: its ``day_since_infusion1``, else its ``day`` counted from its
+    own infusion (``infusion``, 1 when missing) moved by that infusion's offset; NaN when unknown.
+    ``row``: a mapping or a table row (anything with ``.get``)."""
+    d = _num(row.get("day_since_infusion1"))
+    if math.isfinite(d):
+        return d
+    day, inf = _num(row.get("day")), _num(row.get("infusion"))
+    if not math.isfinite(day):
+        return math.nan
+    if not math.isfinite(inf) or inf == 1:
+        return day
+    off = offsets.get(_text(row.get("patient_id")) or "", math.nan) if inf == 2 else math.nan
+    return day + off
+
+
 def _get(m: Any, key: str) -> Any:
     if m is None:
         return None
@@ -263,6 +298,11 @@ def _marker(marker: str, face: str, edge: str = INK, size: float = 7, lw: float 
                   markeredgecolor=edge, markeredgewidth=lw)
 
 
+def _mrd_handle(status: str) -> Line2D:
+    """Legend handle of an MRD call drawn with :data:`MRD_MARKS`."""
+    return Line2D([], [], linestyle="none", **MRD_MARKS[status])
+
+
 def _response_items(responses: Iterable[str | None]) -> list[tuple[Any, str]]:
     present = set(responses)
     items: list[tuple[Any, str]] = [
@@ -313,11 +353,13 @@ def _spread(labels: list[dict], min_gap: float, lo: float | None = None, hi: flo
 
 
 
-def _caption_space(fig: Figure) -> None:
-    """Constrained layout ignores figure texts: leave a strip at the bottom for the caption."""
+def _caption_space(fig: Figure, lines: int = 1) -> None:
+    """Constrained layout ignores figure texts: leave a strip at the bottom for a caption of ``lines``
+    lines."""
     eng = fig.get_layout_engine()
     h = fig.get_size_inches()[1]
-    eng.set(rect=(0, 0.22 / h, 1, 1 - 0.22 / h))
+    strip = 0.22 + 0.125 * max(0, lines - 1)
+    eng.set(rect=(0, strip / h, 1, 1 - strip / h))
 
 
 

@@ -12,8 +12,9 @@ to their file name. The same inputs give a byte-identical file (no clock, sorted
 
 The report reads exactly the files its rule names (:class:`mrdflow.cohort.ReportInputs`). Its parts:
 ``_report_data`` (the inputs, read once), ``_report_html`` (HTML and text pieces),
-``_report_sections`` (the read-outs), ``_report_audit`` (QC, gating plots, provenance) and
-``_report_review`` (the FlowJo review: each sample's state, the gates reviewers changed).
+``_report_sections`` (the read-outs), ``_report_over_time`` (each patient's MRD and NK course),
+``_report_audit`` (QC, gating plots, provenance) and ``_report_review`` (the FlowJo review: each
+sample's state, the gates reviewers changed).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mrdflow.cohort._outputs import ReportInputs
 from mrdflow.cohort._report_audit import SOFTWARE, _sec_gating, _sec_provenance, _sec_qc
 from mrdflow.cohort._report_data import ReportData
 from mrdflow.cohort._report_html import _CSS
+from mrdflow.cohort._report_over_time import _sec_over_time
 from mrdflow.cohort._report_review import _sec_flowjo_review
 from mrdflow.cohort._report_sections import (
     FIGURES,
@@ -53,6 +55,7 @@ SECTIONS = (
     ("mrd", "Measurable residual disease (MRD)"),
     ("nk", "NK cells and NKG2A at baseline"),
     ("kinetics", "CAR-T kinetics"),
+    ("over_time", "Over time"),
     ("associations", "Exploratory associations"),
     ("figures", "Figures"),
     ("qc", "Quality control and missing read-outs"),
@@ -89,6 +92,7 @@ def build_report(inputs: ReportInputs, out_html: str | Path, *, config: Mapping,
         "mrd": _sec_mrd(inp, _required_sensitivity(config)),
         "nk": _sec_nk(inp),
         "kinetics": _sec_kinetics(inp, figs["kinetics"]),
+        "over_time": _sec_over_time(inp, figs["over_time"], _required_sensitivity(config)),
         "associations": _sec_associations(inp),
         "figures": _sec_figures(figs),
         "qc": _sec_qc(inp),

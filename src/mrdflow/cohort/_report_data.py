@@ -13,7 +13,7 @@ from mrdflow.cohort._report_html import _file_label
 from mrdflow.cohort._tables import read_tsv
 
 #: The report's input tables, by their input name (the inventory is the io stage's).
-TABLES = ("patients", "table1", "response", "associations", "mrd", "kinetics", "sample_metrics", "inventory",
+TABLES = ("patients", "table1", "response", "associations", "mrd", "nk", "kinetics", "sample_metrics", "inventory",
           "review_changes", "review_problems")
 
 

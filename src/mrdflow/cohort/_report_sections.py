@@ -1,5 +1,6 @@
 """The cohort report's sections on the trial's read-outs (:mod:`mrdflow.cohort._report`): summary,
-Table 1, response, MRD, NK/NKG2A, CAR-T kinetics, associations and the figures. Every number comes
+Table 1, response, MRD, NK/NKG2A, CAR-T kinetics, associations and the figures (the "Over time"
+section is ``_report_over_time``). Every number comes
 from the cohort tables as they are; none is recomputed here."""
 
 from __future__ import annotations
@@ -36,14 +37,23 @@ _FIGURE_TEXT = {
     "swimmer": (
         "Follow-up and response by patient",
         "One bar per patient over follow-up (months since the first CAR-T infusion), longest on top, coloured by "
-        "best response. Markers show marrow MRD results after infusion, a second infusion and progression; an "
-        "arrow marks a response that is still ongoing."),
+        "best response. Markers show marrow MRD results after infusion (each at the time of its marrow), a second "
+        "infusion and progression; an arrow marks a response that is still ongoing."),
     "kinetics": (
         "CAR-T expansion and persistence in blood",
         "CAR-T cells per µL (log scale) against days since each infusion, one line per patient and infusion "
         "(second infusion dashed), coloured by dose level; bars are 95% confidence intervals. Samples with no "
         "CAR-T cells are open triangles below the LLOQ (dotted line). Cmax, Tmax, AUC0–28 and persistence per "
         "patient are in the table above."),
+    "over_time": (
+        "Course by patient",
+        "One panel per patient on a shared axis of days since the first infusion: CAR-T cells (blue; a second "
+        "infusion's dashed) and host NK cells (squares with 95% Poisson confidence intervals) per µL of blood on "
+        "a log scale, NKG2A+ % of NK cells on the right axis, and every marrow MRD call along the top (open circle "
+        "negative, filled positive, grey square not evaluable). Dashed purple line: second infusion; red line: "
+        "progression; shaded: after the end of follow-up. An NK tube without counting beads gives no NK count "
+        "and is a tick on the day axis (NKG2A+ % only); the note under the panels says when there is no count "
+        "at all."),
     "nkg2a_auc": (
         "Baseline NKG2A on NK cells versus CAR-T exposure",
         "Baseline NKG2A+ % of NK cells (blood) against CAR-T AUC0–28 after the first infusion, one labelled point "
@@ -341,12 +351,16 @@ def _sec_associations(inp: ReportData) -> str:
                           "Groups", "Note"], rows, num=[2])
 
 
+#: Figures shown in a section of their own (stem -> that section's heading), not again under "Figures".
+SHOWN_IN = {"kinetics": "CAR-T kinetics", "over_time": "Over time"}
+
+
 def _sec_figures(figs: Mapping[str, str]) -> str:
     out = []
     for stem, title, _ in FIGURES:
-        if stem == "kinetics":
+        if stem in SHOWN_IN:
             out.append(f'<p class="note">Figure {_fig_number(stem)} ({html.escape(title)}) is shown in the '
-                       '<a href="#fig-kinetics">CAR-T kinetics</a> section.</p>')
+                       f'<a href="#fig-{stem}">{html.escape(SHOWN_IN[stem])}</a> section.</p>')
         else:
             out.append(figs[stem])
     return "\n".join(out)

@@ -12,6 +12,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "SAMPLE_COLUMNS",
             "load_design",
             "make_samples",
+            "nk_days",
         ],
         "_populations": [
             "POPULATIONS",
@@ -30,6 +31,10 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         ],
         "_planted": [
             "cart_concentration",
+            "cart_kinetics",
+            "nk_planted",
+            "patient_truths",
+            "relation_factors",
         ],
         "_simulate": [
             "SIM_VERSION",
@@ -44,6 +49,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "format_report",
             "validate",
             "validate_cohort",
+            "validate_timelines",
         ],
     },
 )

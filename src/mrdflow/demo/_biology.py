@@ -16,7 +16,10 @@ cohort's, a patient's own values over both):
   ``bm_baseline`` has no ``pc_pct``: a number, or ``[low, high]`` for a value drawn per patient
   (uniform, seeded by the design seed and the patient id, rounded to 0.1);
 * ``nk_pct_lymph``: NK cells, % of lymphocytes in the PB NK tube, when the patient's ``nk`` has none;
-* ``nk_factor``: a factor on NK cells in the marrow and in the host's blood (CAR-T tubes).
+* ``nk_factor``: a factor on NK cells in the marrow and in the host's blood (CAR-T tubes); where a
+  design counts NK cells (``nk_tube``) the blood's NK cells follow the patient's NK curve instead
+  (:func:`mrdflow.demo._planted.nk_baseline_per_ul`: from ``nk_pct_lymph``, which the biology
+  already lowers), in the CAR-T tubes too.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ POPULATIONS: dict[str, tuple[str, ...]] = {
     "nk": (
         "debris", "doublet", "dead", "granulocyte", "monocyte", "b_cell", "t_nkg2a_neg",
         "t_nkg2a_pos", "nk_bright_nkg2a_pos", "nk_bright_nkg2a_neg", "nk_dim_nkg2a_pos",
-        "nk_dim_nkg2a_neg",
+        "nk_dim_nkg2a_neg", "bead",  # bead last: NK tubes without beads keep their label ids
     ),
     "cart": (
         "debris", "doublet", "dead", "bead", "granulocyte", "monocyte", "b_cell", "nk_cell",
@@ -32,7 +32,7 @@ NUCLEATED_DEFINITION = (
     "all single viable cell events: every population except debris, doublet, dead and bead "
     "(BM: includes CD45- erythroblasts and plasma cells; BM tubes have no dead-cell population)"
 )
-_KIND = {"ngf_tube1": "bm", "ngf_tube2": "bm", "pb_nk": "nk", "pb_cart": "cart"}
+_KIND = {"ngf_tube1": "bm", "ngf_tube2": "bm", "pb_nk": "nk", "pb_nk_beads": "nk", "pb_cart": "cart"}
 
 # --------------------------------------------------------------------------------------------
 # Phenotypes. Marker spec: (median, sd_log10) or a list of mixture components
@@ -126,6 +126,11 @@ for _n in ("bright", "dim"):
     _src = _NK[f"nk_{_n}_nkg2a_pos"]
     _NK[f"nk_{_n}_nkg2a_neg"] = {**_src, "markers": {k: v for k, v in _src["markers"].items()
                                                       if k != "CD159a"}}
+# Counting beads of an NK tube (panel pb_nk_beads): brightest on their own channel (APC, Beads),
+# dimmer on the others, as in the CAR-T tube.
+_NK["bead"] = _p((30000, 0.04), (45000, 0.05), 0.0, Beads=(150000, 0.03), CD3=(8000, 0.04),
+                 CD45=(3000, 0.05), Viability=(4000, 0.05), CD159a=(5000, 0.04), Dump=(6000, 0.04),
+                 CD56=(4000, 0.04), CD16=(5000, 0.04))
 
 _CART = {
     **_PB_COMMON,

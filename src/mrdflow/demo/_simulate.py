@@ -6,8 +6,17 @@ see :mod:`mrdflow.demo._biology`).
 Every tube listed in a sample sheet is generated from a design file (planted truths per patient)
 and written as FCS 3.1 with, beside it, ``<name>.labels.npz`` (per-event uint8 population labels,
 the population names and a clog mask) and ``<name>.truth.json`` (counts and planted read-outs).
-A cohort-level ``truth.tsv`` collects one row per file. Truth is for validation only; the analysis
-never reads it.
+A cohort-level ``truth.tsv`` collects one row per file, and repeats on each of a patient's rows the
+per-patient truths over time (``patient_*``: the planted baseline NK count and ``nk_recovery_day``,
+:func:`mrdflow.demo._planted.patient_truths`). Truth is for validation only; the analysis never
+reads it.
+
+Over time (a design's ``bm_followup``, ``schedule.nk_days``, ``nk_tube``, ``nk_kinetics`` and
+``nkg2a_cart_relation``; see resources/demo/design.yaml): later marrows are planted like week-4
+ones; a PB NK tube with counting beads (panel pb_nk_beads) is whole blood in the host's proportions
+of its day, so NK events / bead events x beads / volume gives the planted NK cells/uL (its truth has
+both, ``nk_cells_per_ul`` from the labels and ``nk_cells_per_ul_planted``); the CAR-T tubes then
+hold the same host NK cells.
 
 Signal model (per event): scatter (FSC-A, FSC-H, SSC-A) and per-marker specific fluorescence are
 log-normal per population (a population may be a mixture, e.g. CD27+ and CD27- memory/naive B
@@ -61,7 +70,15 @@ from ._design import (
 )
 from ._events import _chunks, _event_times, _make_ctx
 from ._instrument import TIMESTEP, Instrument, instrument_for, spillover_matrix
-from ._planted import _bm_counts, _cart_counts, _n_events, _nk_counts, cart_concentration
+from ._planted import (
+    _bm_counts,
+    _cart_counts,
+    _day_since_infusion1,
+    _n_events,
+    _nk_counts,
+    cart_concentration,
+    patient_truths,
+)
 from ._populations import (
     _KIND,
     DEFAULT_ABERRANT,
@@ -98,8 +115,9 @@ def _seed_seq(seed: int, sample_id: str, tube: str) -> np.random.SeedSequence:
 def _fingerprint(row: Mapping, p: Mapping, design: Mapping, seed: int, scale: float) -> str:
     keep = {k: design.get(k) for k in ("events", "schedule", "cart_tube", "host_blood",
                                        "instrument", "clog_files")}
-    if "biology" in design:  # only where a design has one: today's fingerprints stay as they were
-        keep["biology"] = design["biology"]
+    for k in ("biology", "nk_tube", "nk_kinetics", "nkg2a_cart_relation"):
+        if k in design:  # only where a design has one: today's fingerprints stay as they were
+            keep[k] = design[k]
     blob = json.dumps({"v": SIM_VERSION, "row": {k: str(row.get(k, "")) for k in SAMPLE_COLUMNS},
                        "patient": p, "design": keep, "seed": seed, "scale": scale},
                       sort_keys=True, default=str)
@@ -132,12 +150,13 @@ def _up_to_date(truth_path: Path, fcs: Path, labels_path: Path, fp: str) -> dict
 
 
 def _counts(kind: str, p: Mapping, design: Mapping, row: Mapping, n_target: int,
-            rng: np.random.Generator) -> tuple[dict[str, int], dict]:
-    """Events per population of one tube (all of the kind's populations) and the planted values."""
+            rng: np.random.Generator, beads: bool = False) -> tuple[dict[str, int], dict]:
+    """Events per population of one tube (all of the kind's populations) and the planted values.
+    ``beads``: the tube's panel has a counting-bead channel (NK tubes: whole blood with beads)."""
     if kind == "bm":
-        counts, planted = _bm_counts(p, row["visit"], n_target, row["tube"])
+        counts, planted = _bm_counts(p, row["visit"], n_target, row["tube"], _day_since_infusion1(p, row))
     elif kind == "nk":
-        counts, planted = _nk_counts(p, n_target)
+        counts, planted = _nk_counts(p, n_target, design, row, beads)
     else:
         counts, planted = _cart_counts(p, design, row, n_target, rng)
     return {n: int(counts.get(n, 0)) for n in POPULATIONS[kind]}, planted
@@ -240,7 +259,8 @@ def simulate_file(row: Mapping, design: Mapping, outdir: str | os.PathLike, seed
     p = effective_patient(design, pid, p)  # the biology's defaults where the patient sets none
     main_seed, chunk_root = _seed_seq(seed, row["sample_id"], row["tube"]).spawn(2)
     rng = np.random.default_rng(main_seed)
-    counts, planted = _counts(kind, p, design, row, _n_events(design, row, p, events_scale), rng)
+    counts, planted = _counts(kind, p, design, row, _n_events(design, row, p, events_scale), rng,
+                              beads=kind == "nk" and "Beads" in panel.markers)
     names = POPULATIONS[kind]
     unstained = _unstained(row)
     specs = _specs_for(kind, p, row["tube"], bead_markers, inst.shifts(bead_markers))
@@ -292,7 +312,8 @@ def _truth(row: Mapping, p: Mapping, kind: str, real: Mapping[str, int], planted
     truth: dict[str, Any] = {
         "file": row["fcs"], "sample_id": row["sample_id"], "patient_id": row["patient_id"],
         "specimen": row["specimen"], "visit": row["visit"], "day": int(row["day"]),
-        "infusion": int(row.get("infusion") or 1), "tube": row["tube"], "panel": row["panel"],
+        "infusion": int(row.get("infusion") or 1), "day_since_infusion1": _day_since_infusion1(p, row),
+        "tube": row["tube"], "panel": row["panel"],
         "role": row.get("role", "stain"), **provenance, "n_events": int(times.shape[0]),
         "populations": list(real), "counts": dict(real),
         "nucleated_definition": NUCLEATED_DEFINITION, "n_nucleated": nucleated,
@@ -307,7 +328,7 @@ def _truth(row: Mapping, p: Mapping, kind: str, real: Mapping[str, int], planted
     if kind == "bm":
         truth.update(_bm_truth(row, p, real, nucleated))
     elif kind == "nk":
-        truth.update(_nk_truth(row, real))
+        truth.update(_nk_truth(row, real, planted))
     else:
         truth.update(_cart_truth(real, planted))
     return truth
@@ -352,8 +373,9 @@ def _pct(a: float, b: float) -> float | None:
     return 100 * a / b if b else None
 
 
-def _nk_truth(row: Mapping, real: Mapping[str, int]) -> dict[str, Any]:
-    """NK read-outs of a PB NK tube (NKG2A+ % of NK and of its subsets, NK % of lymphocytes)."""
+def _nk_truth(row: Mapping, real: Mapping[str, int], planted: Mapping | None = None) -> dict[str, Any]:
+    """NK read-outs of a PB NK tube (NKG2A+ % of NK and of its subsets, NK % of lymphocytes) and,
+    for a tube with counting beads, NK cells/uL from the labels beside the planted value."""
     nk_pos_b, nk_neg_b = real["nk_bright_nkg2a_pos"], real["nk_bright_nkg2a_neg"]
     nk_pos_d, nk_neg_d = real["nk_dim_nkg2a_pos"], real["nk_dim_nkg2a_neg"]
     nk_all = nk_pos_b + nk_neg_b + nk_pos_d + nk_neg_d
@@ -367,6 +389,21 @@ def _nk_truth(row: Mapping, real: Mapping[str, int]) -> dict[str, Any]:
         nk_pct_of_lymphocytes=_pct(nk_all, lymph),
         nk_bright_pct_of_nk=_pct(nk_pos_b + nk_neg_b, nk_all),
         fmo=row["tube"] == "nk_fmo",
+    ) | (_nk_count_truth(nk_all, real.get("bead", 0), planted) if planted and "beads_per_tube" in planted else {})
+
+
+def _nk_count_truth(nk_all: int, beads: int, planted: Mapping) -> dict[str, Any]:
+    """NK cells/uL of an NK tube with counting beads: from the labels (NK events / bead events x
+    beads_per_tube / blood_volume_ul) and as planted (the host's curve on that day)."""
+    return dict(
+        bead_events=beads,
+        nk_cells_per_ul=(nk_all / beads * planted["beads_per_tube"] / planted["blood_volume_ul"]
+                         if beads else None),
+        nk_cells_per_ul_planted=planted["nk_cells_per_ul"],
+        nk_cells_per_ul_definition="NK events (CD3- dump- CD56+ and/or CD16+ viable lymphocytes) / bead "
+                                   "events x beads_per_tube / blood_volume_ul (from the planted labels)",
+        nkg2a_pct_of_nk_planted=planted["nkg2a_pct_of_nk"],
+        beads_per_tube=planted["beads_per_tube"], blood_volume_ul=planted["blood_volume_ul"],
     )
 
 
@@ -390,6 +427,9 @@ def _cart_truth(real: Mapping[str, int], planted: Mapping) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Cohort
 # --------------------------------------------------------------------------------------------
+#: Per-patient truths in truth.tsv (the same value on every row of the patient).
+PATIENT_FIELDS = ["patient_nk_baseline_cells_per_ul", "patient_nk_recovery_level", "patient_nk_recovery_day",
+                  "patient_nk_recovery_reason"]
 _TSV_FIELDS = [
     "file", "sample_id", "patient_id", "specimen", "visit", "day", "infusion", "tube", "panel",
     "role", "n_events", "n_nucleated", "pc_pct_of_nucleated", "aberrant_pc", "normal_pc",
@@ -397,11 +437,18 @@ _TSV_FIELDS = [
     "nkg2a_pct_of_nk_bright", "nkg2a_pct_of_nk_dim", "nk_pct_of_lymphocytes", "car_t_events",
     "cd3_events", "bead_events", "car_pct_of_cd3", "cart_per_ul", "cart_per_ul_planted",
     "clog_present", "clog_time_start", "clog_time_end",
+    # over time (issue 13): the tube's day since infusion 1; NK tubes with counting beads: NK
+    # events, NK cells/uL from the labels and as planted, the planted NKG2A+ % of the day
+    "day_since_infusion1", "nk_cells", "nk_cells_per_ul", "nk_cells_per_ul_planted", "nkg2a_pct_of_nk_planted",
+    # per patient, repeated on each of the patient's rows (mrdflow.demo._planted.patient_truths)
+    *PATIENT_FIELDS,
 ]
 
 
-def _tsv_row(t: Mapping) -> dict:
+def _tsv_row(t: Mapping, patient: Mapping | None = None) -> dict:
     r = {k: t.get(k, "") for k in _TSV_FIELDS}
+    for k in PATIENT_FIELDS:
+        r[k] = (patient or {}).get(k.removeprefix("patient_"), "")
     r["clog_present"] = t["clog"]["present"]
     r["clog_time_start"] = t["clog"]["time_start"] if t["clog"]["present"] else ""
     r["clog_time_end"] = t["clog"]["time_end"] if t["clog"]["present"] else ""
@@ -455,12 +502,13 @@ def simulate_cohort(samples_tsv, design_yaml, outdir, seed: int = 596, events_sc
         tp = outdir / (str(Path(r["fcs"]).with_suffix("")) + ".truth.json")
         if tp.exists():
             all_truth[r["fcs"]] = json.loads(tp.read_text())
+    per_patient = patient_truths(design, read_samples_tsv(samples_tsv))
     tmp = outdir / ".truth.tsv.part"
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, _TSV_FIELDS, delimiter="\t", lineterminator="\n")
         w.writeheader()
         for t in all_truth.values():
-            w.writerow(_tsv_row(t))
+            w.writerow(_tsv_row(t, per_patient.get(t["patient_id"])))
     os.replace(tmp, outdir / "truth.tsv")
     return ordered
 
