@@ -161,6 +161,11 @@ class ResolvedPanel:
         return [self.index[n] for n in names]
 
     @property
+    def marker_of(self) -> dict[str, str]:
+        """$PnN -> the marker read on that channel (a ``shared`` marker has no channel of its own)."""
+        return {pnn: m for m, pnn in self.pnn.items()}
+
+    @property
     def fluorescence(self) -> list[str]:
         return [m.name for m in self.panel.markers]
 

@@ -186,14 +186,10 @@ def test_the_audit_lists_both_changes(loop):
 
 def _keep(tree: ET.ElementTree, names: set[str]) -> ET.Element:
     """The workspace with only the samples named (and their group references)."""
+    from review.review_cohort import keep_samples
+
     root = tree.getroot()
-    for s in list(root.findall("SampleList/Sample")):
-        if s.find("SampleNode").get("name") not in names:
-            sid = s.find("DataSet").get("sampleID")
-            root.find("SampleList").remove(s)
-            for refs in root.iter("SampleRefs"):
-                for el in [e for e in refs if e.get("sampleID") == sid]:
-                    refs.remove(el)
+    keep_samples(*names)(root)
     return root
 
 

@@ -46,9 +46,12 @@ def _na(text: str) -> Raw:
 
 
 def _lacks(inp: ReportData, cols: Sequence[str], what: str) -> str | None:
-    """A note when the patients table carries none of ``cols`` (a table from before these columns)."""
+    """A note when the patients table is missing or carries none of ``cols`` (a table from before
+    these columns); None when it can be shown."""
     p = inp["patients"]
-    if p is not None and not set(cols) & set(p.columns):
+    if p is None:
+        return _not_available(inp.label("patients"))
+    if not set(cols) & set(p.columns):
         return _missing(f"Not available: {inp.label('patients')} has no {what} columns ({', '.join(cols[:3])}, …); "
                         "rerun the cohort stage.")
     return None
@@ -79,12 +82,10 @@ def _last(r: dict) -> Any:
 
 
 def _mrd_course(inp: ReportData) -> str:
-    p = inp["patients"]
-    if p is None:
-        return _not_available(inp.label("patients"))
     note = _lacks(inp, MRD_COURSE_COLUMNS, "MRD-course")
     if note:
         return note
+    p = inp["patients"]
     rows = []
     for r in _sorted(p, ["patient_id"]).to_dict("records"):
         rows.append([r.get("patient_id"), _col(p, r, "mrd_n_assessments", integer), _sustained(r),
@@ -129,12 +130,10 @@ def _range(r: dict) -> Any:
 
 
 def _nk_course(inp: ReportData) -> str:
-    p = inp["patients"]
-    if p is None:
-        return _not_available(inp.label("patients"))
     note = _lacks(inp, NK_COURSE_COLUMNS, "NK-course")
     if note:
         return note
+    p = inp["patients"]
     rows = []
     for r in _sorted(p, ["patient_id"]).to_dict("records"):
         rows.append([r.get("patient_id"), _col(p, r, "nk_n_samples", integer),

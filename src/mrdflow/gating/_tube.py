@@ -68,7 +68,7 @@ def _gate_static(template: GatingTemplate, view: TubeView, chunk_size: int) -> T
     result = engine.evaluate(view.raw, view.fcs.pnn, sample_comp=sample_comp, pns=view.fcs.pns)
     # A drawn gate names channels ($PnN, FlowJo's "Comp-" prefix dropped); the read-outs name panel
     # markers: a channel read as one marker goes by the marker's name.
-    marker_of = {pnn: m for m, pnn in view.resolved.pnn.items() if m not in view.resolved.shared}
+    marker_of = view.resolved.marker_of
     steps = []
     for gid, path in template.gate_order():
         # Counted by full path: a workspace may use one gate name under two parents.

@@ -76,7 +76,7 @@ def _prepare(rt: ReviewedTube, tube: Tube, data_dir: Path, settings, data_outdir
     opened = _setup(tube, data_dir / tube.fcs, settings)
     check_compensation(template.strategy, opened.compensation, where=where, panel=tube.panel)
     check_transforms(data_strategy, template.strategy, where=where, panel=tube.panel)
-    labels = {pnn: m for m, pnn in opened.resolved.pnn.items() if m not in opened.resolved.shared}
+    labels = opened.resolved.marker_of
     return template, compare_gates(data_strategy, template.strategy, where=where, tube=tube.tube, labels=labels)
 
 
@@ -84,7 +84,7 @@ def _drawable(g, how: str) -> None:
     """Let the gating plots draw the reviewed gates: checked to use the panel's transforms, their
     coordinates are on the plots' scale; their channels go by the panel's marker names."""
     view = getattr(g, "sample", g).view  # a streamed tube's plots show its placement sample
-    marker_of = {pnn: m for m, pnn in view.resolved.pnn.items() if m not in view.resolved.shared}
+    marker_of = view.resolved.marker_of
     steps = {id(s): s for s in (*g.steps, *getattr(getattr(g, "sample", None), "steps", ()))}.values()
     for step in steps:
         names = tuple(marker_of.get(d.removeprefix("Comp-")) for d in step.dims)
