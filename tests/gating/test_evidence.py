@@ -252,3 +252,57 @@ def test_cd138_cut_within_the_gate_leaves_the_other_lineage_out():
     assert float(np.mean(pc[clone])) > 0.95 and float(np.mean(pc[n_neg:n_neg + n_norm])) > 0.95
     assert int(pc[n_neg + n_norm + n_clone:].sum()) < 20, placed138
     assert placed38.recheck(bounds).sure, placed38.recheck(bounds)
+
+
+def _lymphocyte_fsc(mode: float, n_tail: int, seed: int = 4) -> np.ndarray:
+    """Low-SSC events on FSC: lymphocytes at ``mode`` (SD 0.02) and ``n_tail`` larger cells thinning
+    out above them (an exponential tail, no peak)."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(mode, 0.02, 5000), mode + rng.exponential(0.1, n_tail)])
+
+
+def _place_lymphocytes_fsc_max(values, window=(0.24, 0.34)):
+    p = SimpleNamespace(view=_View({"FSC-A": values.astype(np.float32)}), masks={},
+                        template=SimpleNamespace(source="test"))
+    rule = BoundRule("valley", window=window, fallback=BoundRule("tail", window=window, k=4.0))
+    return place_bound(p, "Lymphocytes", "FSC-A", "max", rule, np.ones(values.size, bool), {"FSC-A": (None, None)})
+
+
+def test_thin_tail_above_a_population_is_cut_at_its_upper_end_and_sure():
+    """Lymphodepleted blood: few low-SSC cells above the lymphocytes, a thin tail with no monocyte
+    peak, so the window's density minimum is its far edge (unsure). The tail fallback cuts at the
+    lymphocytes' upper end (mode + 4 SDs) and is sure: past the population, nothing between."""
+    v = _lymphocyte_fsc(0.20, 600)
+    placed = _place_lymphocytes_fsc_max(v)
+    ev = placed.evidence
+    assert ev.sure, ev
+    assert abs(placed.value - (0.20 + 4 * 0.02)) < 0.015, placed
+    assert ev.fallback and ev.fallback.startswith("tail:") and "uncertain" in ev.fallback
+    assert float(np.mean(v[:5000] < placed.value)) > 0.99
+    assert ev.density_ratio is not None and ev.density_ratio <= 0.05
+
+
+def test_tail_cut_outside_the_window_is_never_a_sure_number():
+    """Lymphocytes shifted up (another instrument's FSC gain): their upper end lies beyond the
+    window, so the tail cut is clipped and not taken; the bound stays unsure with both reasons."""
+    v = _lymphocyte_fsc(0.30, 600)
+    placed = _place_lymphocytes_fsc_max(v)
+    assert not placed.evidence.sure
+    assert "clipped" in placed.evidence.reason and "not taken" in placed.evidence.fallback
+
+
+def test_tail_cut_past_another_population_is_unsure():
+    """A second population merging into the lymphocytes' upper side (a shoulder, not a resolved
+    peak) widens what looks like their tail: a cut past it would count those cells as
+    lymphocytes, so the tail cut is unsure. A clean population's own tail cut is sure."""
+    from mrdflow.gating._bounds import _tail_value
+    from mrdflow.gating._evidence import tail_evidence
+
+    rng = np.random.default_rng(9)
+    clean = rng.normal(0.20, 0.03, 5000)
+    merged = np.concatenate([clean, rng.normal(0.27, 0.02, 2500)])
+    for v, sure in ((clean, True), (merged, False)):
+        t, _ = _tail_value(v, 4.0)
+        ev = tail_evidence(v, t, (0.24, 0.40), clipped=False)
+        assert ev.sure is sure, (ev, t)
+    assert "merges into its upper side" in ev.reason

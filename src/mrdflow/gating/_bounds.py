@@ -38,6 +38,7 @@ from mrdflow.gating._evidence import (
     populations_modes,
     populations_valley,
     rise_depth,
+    tail_evidence,
 )
 from mrdflow.gating._rules import BoundRule, GatingError
 
@@ -173,6 +174,8 @@ def _fall_back(ctx: BoundContext, primary: PlacedBound) -> PlacedBound:
     """
     rule = ctx.rule
     fb = rule.fallback or BoundRule("populations", window=rule.window, given=rule.given, population=rule.population)
+    if fb.method == "tail":
+        return _tail_fall_back(ctx, primary, fb)
     t, note = BOUND_METHODS[fb.method].place(ctx)
     why = primary.evidence.reason
     if np.isfinite(t) and _drops_a_population(ctx, primary.value, t):
@@ -222,6 +225,33 @@ def _fall_back(ctx: BoundContext, primary: PlacedBound) -> PlacedBound:
         return replace(ev, sure=False, reason=f"{primary.evidence.reason}; fallback {fb.method} {t:.3f}: {taken_in}")
 
     return PlacedBound(t, note, recheck(ctx.bounds), recheck)
+
+
+def _tail_fall_back(ctx: BoundContext, primary: PlacedBound, fb: BoundRule) -> PlacedBound:
+    """An uncertain valley bound placed again as the upper end of the population below it (a
+    ``tail`` fallback: its ``k`` and ``window``, on the primary's events), and judged as a tail cut
+    (:func:`~mrdflow.gating._evidence.tail_evidence`), not by a valley it does not have. A sure tail
+    cut replaces the valley's value; an unsure one is only recorded and the valley's value stands,
+    unsure."""
+    why = primary.evidence.reason
+    window = fb.window or ctx.window
+    raw, note = _tail_value(ctx.values, fb.k)
+    if not np.isfinite(raw):
+        ev = replace(primary.evidence, fallback=f"{note} (tried because {why})")
+        return PlacedBound(primary.value, f"{primary.note}; {note}", ev)
+    t = min(max(raw, window[0]), window[1])
+    if t != raw:
+        note += f", clipped to window [{window[0]:.2f}, {window[1]:.2f}]"
+    ev = tail_evidence(ctx.values, t, window, clipped=t != raw)
+    if ev.sure and _drops_a_population(ctx, primary.value, t):
+        ev = replace(ev, sure=False, reason=f"the tail cut {t:.3f} would leave out a population the gate held")
+    tried = f"tail: {note} (the valley {primary.value:.3f} was uncertain: {why})"
+    if not ev.sure:
+        kept = replace(primary.evidence, fallback=f"{tried}; not taken: {ev.reason}",
+                       reason=f"{why}; fallback tail {t:.3f}: {ev.reason}")
+        return PlacedBound(primary.value, f"{primary.note}; tail: {note}, not taken ({ev.reason})", kept)
+    ev = replace(ev, method=ctx.rule.method, fallback=tried)
+    return PlacedBound(t, f"{note} (fallback: valley {primary.value:.3f} uncertain){ctx.floor_note}", ev)
 
 
 def _selection(placement: Placement, rule: BoundRule, parent_mask: np.ndarray) -> np.ndarray:
@@ -509,19 +539,28 @@ def _scatter_cv(ctx: BoundContext, cut: float) -> dict[str, float]:
     return out
 
 
-def _robust_tail(values: np.ndarray, window: tuple[float, float], k: float) -> tuple[float, str]:
-    """Mode of the main population + k robust SDs of its lower half, clipped to the window."""
+def _tail_value(values: np.ndarray, k: float) -> tuple[float, str]:
+    """(mode of the main population + k robust SDs of its lower half, note); NaN with fewer than
+    20 events. The lower half's spread is the population's own: its upper side may carry the tail
+    or the next population."""
     v = values[np.isfinite(values)]
     if v.size < 20:
-        return window[0] + 0.5 * (window[1] - window[0]), "tail: too few events, window centre"
+        return float("nan"), f"tail: too few events ({v.size})"
     lo, hi = np.percentile(v, [0.1, 99.9])
     d = density(v, float(lo), float(hi) + 1e-6)
     mode = float(d.x[np.argmax(d.y)])
     left = v[v <= mode]
     sd = float(np.sqrt(np.mean((left - mode) ** 2))) if left.size > 10 else float(np.std(v))
     t = mode + k * sd
+    return t, f"tail: mode {mode:.3f} + {k:g}×SD {sd:.3f} = {t:.3f}"
+
+
+def _robust_tail(values: np.ndarray, window: tuple[float, float], k: float) -> tuple[float, str]:
+    """Mode of the main population + k robust SDs of its lower half, clipped to the window."""
+    t, note = _tail_value(values, k)
+    if not np.isfinite(t):
+        return window[0] + 0.5 * (window[1] - window[0]), "tail: too few events, window centre"
     clipped = min(max(t, window[0]), window[1])
-    note = f"tail: mode {mode:.3f} + {k:g}×SD {sd:.3f} = {t:.3f}"
     if clipped != t:
         note += f", clipped to window [{window[0]:.2f}, {window[1]:.2f}]"
     return clipped, note

@@ -44,6 +44,7 @@ __all__ = [
     "missed_population",
     "negative_mode",
     "populations_valley",
+    "tail_evidence",
 ]
 
 #: A bound within this fraction of its window's width from an edge is "on the edge": the valley
@@ -80,6 +81,16 @@ MIN_EVENTS = 50
 #: detection is 20 events). Candidates of the kept kind that a cut leaves out, or unlike ones it
 #: takes in, make the cut unsure from this many on, however rare they are in the parent.
 RARE_EVENTS = 20
+#: A tail cut (a population's mode + k robust SDs) lies past the population when the density there
+#: is at most 5% of the population's peak: a Gaussian falls to 5% of its peak 2.45 SDs from its
+#: mode, so a cut where more remains is still in the population's shoulder, not beyond it.
+TAIL_FRACTION = 0.05
+#: A population's two sides mirror each other: between its mode and a tail cut at mode + d there
+#: are about as many events as between mode - d and its mode. Half as many again (with at least
+#: :data:`RARE_EVENTS` more) is another population merging into its upper side, unresolved as a
+#: peak of its own, that the cut would count as this one (skew alone stays well below 1.5: a
+#: log-normal's upper side within 3 SDs holds under 1.3 times its lower side's events for a CV of 10%).
+TAIL_SYMMETRY = 1.5
 
 
 @dataclass(frozen=True)
@@ -202,6 +213,54 @@ def assess(method: str, values: np.ndarray | None, value: float, window: tuple[f
     reason = "; ".join(reasons) or None
     return BoundEvidence(method, float(value), (lo, hi), float(edge), depth, prom, float(ratio), fallback,
                          reason is None, reason)
+
+
+def tail_evidence(values: np.ndarray, value: float, window: tuple[float, float], *, clipped: bool) -> BoundEvidence:
+    """The evidence of a tail cut (the upper end of one population, ``mode + k`` robust SDs; gate
+    units), judged over the whole axis rather than by a valley, for there is none: above a
+    population that thins into a tail (lymphocytes' FSC among few low-SSC cells after
+    lymphodepletion), the deepest point in a window is wherever the tail is lowest, often its edge.
+
+    Sure when (a) the cut was not clipped to its window (a population whose upper end lies outside
+    the window is not the one the template drew the gate around), (b) a population lies below the
+    cut and the density at the cut is at most :data:`TAIL_FRACTION` of its peak, and (c) no other
+    population lies between that population's mode and the cut (the cut would then run past it)."""
+    lo, hi = float(window[0]), float(window[1])
+    edge = min(abs(value - lo), abs(hi - value))
+    v = values[np.isfinite(values)]
+    if v.size < MIN_EVENTS:
+        return BoundEvidence("tail", float(value), (lo, hi), float(edge), sure=False,
+                             reason=f"only {v.size} events to place a tail cut on")
+    d = _axis_density(v, (lo, hi))
+    modes = _modes(d)
+    below = modes[modes < value]
+    reasons = []
+    ratio = None
+    if clipped:
+        reasons.append(f"the population's upper end lies outside the window [{lo:.2f}, {hi:.2f}], "
+                       f"clipped to {value:.3f}")
+    if not below.size:
+        reasons.append(f"no population below the tail cut {value:.3f}")
+    else:
+        pop = float(below[np.argmax([_at(d, x) for x in below])])
+        peak = _at(d, pop)
+        ratio = _at(d, value) / peak if peak > 0 else 1.0
+        if ratio > TAIL_FRACTION:
+            reasons.append(f"density at the tail cut {value:.3f} is {ratio:.2f} of its population's peak "
+                           f"(> {TAIL_FRACTION}: still in the population)")
+        between = below[below > pop]
+        if between.size:
+            reasons.append(f"another population at {between[0]:.3f} lies between the population ({pop:.3f}) "
+                           f"and the tail cut {value:.3f}")
+        reach = value - pop
+        upper = int(np.count_nonzero((v > pop) & (v <= value)))
+        lower = int(np.count_nonzero((v >= pop - reach) & (v < pop)))
+        if upper > TAIL_SYMMETRY * lower and upper - lower >= RARE_EVENTS:
+            reasons.append(f"{upper} events between the population's mode {pop:.3f} and the tail cut, against "
+                           f"{lower} as far below it: another population merges into its upper side")
+    reason = "; ".join(reasons) or None
+    return BoundEvidence("tail", float(value), (lo, hi), float(edge), density_ratio=ratio, sure=reason is None,
+                         reason=reason)
 
 
 def populations_modes(values: np.ndarray, window: tuple[float, float]) -> np.ndarray:
