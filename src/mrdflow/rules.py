@@ -25,10 +25,11 @@ def setup(smk: Any) -> dict:
 
 
 def sample_settings(config: dict, *, panels_dir: str | Path | None = None, gating_dir: str | Path | None = None,
-                    reference: str | Path | None = None):
+                    reference: str | Path | None = None, compiled_dir: str | Path | None = None):
     """:class:`mrdflow.sample.SampleSettings` of a validated config. The folders of the panels and
     gating templates and the normal-PC reference are the rule's (its params, by name) when given,
-    else the config's, resolved from the working directory."""
+    else the config's, resolved from the working directory. ``compiled_dir``: the run's compiled
+    templates (rule ``compile_template``), read without FlowKit."""
     from mrdflow.config import resolve_path
     from mrdflow.panels import load_panels
     from mrdflow.sample import settings_from_config
@@ -37,4 +38,5 @@ def sample_settings(config: dict, *, panels_dir: str | Path | None = None, gatin
     return settings_from_config(
         config, panels, gating_dir if gating_dir is not None else resolve_path(config["gating_dir"]), workdir=Path("."),
         reference=reference if reference is not None else resolve_path(config["clustering"]["reference"]),
+        compiled_dir=compiled_dir,
     )

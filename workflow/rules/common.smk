@@ -1,6 +1,8 @@
 # Configuration, sample sheet and panels: validated once when the workflow is parsed.
 import os
 
+import yaml
+
 from mrdflow.config import read_clinical, read_samples, resolve_path, validate_config
 from mrdflow.panels import load_panels
 # Output files, each named once in its stage's package:
@@ -56,9 +58,37 @@ def sample_fcs(wildcards):
     return paths if SIMULATED else [p for p in paths if os.path.exists(p)]
 
 
+#: The run's compiled gating templates, written by compile_template and read by the sample jobs without FlowKit.
+COMPILED_DIR = "results/templates"
+
+
 def sample_templates(wildcards):
+    """The compiled templates of the sample's panels; a panel gated from a FlowJo workspace reads
+    that (and its Gating-ML files stay inputs, as the workspace's fallback)."""
     panels = sorted({t.panel for t in TUBES_OF[wildcards.sample]})
-    return [os.path.join(GATING_DIR, f"{p}.{ext}") for p in panels for ext in ("xml", "yaml")]
+    out = []
+    for p in panels:
+        if (config["panels"].get(p) or {}).get("workspace"):
+            out += [os.path.join(GATING_DIR, f"{p}.{ext}") for ext in ("xml", "yaml")]
+        else:
+            out.append(os.path.join(COMPILED_DIR, f"{p}.json"))
+    return out
+
+
+def template_sources(wildcards):
+    """A panel's Gating-ML template and its rules files, the panels its rules ``extends`` included."""
+    out = [os.path.join(GATING_DIR, f"{wildcards.panel}.xml")]
+    name, seen = wildcards.panel, set()
+    while name and name not in seen:
+        seen.add(name)
+        path = os.path.join(GATING_DIR, f"{name}.yaml")
+        if not os.path.isfile(path):
+            break
+        out.append(path)
+        with open(path) as fh:
+            doc = yaml.safe_load(fh) or {}
+        name = doc.get("extends") if isinstance(doc, dict) else None
+    return out
 
 
 def _tube_size(path):

@@ -1,5 +1,19 @@
 # Per-sample analysis (mrdflow.sample): QC, data-driven gates, NK / CAR-T read-outs, PC events;
-# then, with the cohort PC model, aberrant PCs and the MRD call.
+# then, with the cohort PC model, aberrant PCs and the MRD call. Each panel's gating template is
+# parsed once per run (FlowKit reads the Gating-ML) into JSON the sample jobs read without FlowKit.
+
+
+rule compile_template:
+    input:
+        template_sources,
+    output:
+        os.path.join(COMPILED_DIR, "{panel}.json"),
+    params:
+        gating_dir=GATING_DIR,
+    log:
+        "logs/templates/{panel}.log",
+    script:
+        "../scripts/compile_template.py"
 
 
 rule analyse_sample:
@@ -20,6 +34,7 @@ rule analyse_sample:
         data_dir=DATA_DIR,
         panels_dir=PANELS_DIR,
         gating_dir=GATING_DIR,  # the templates' folder
+        compiled_dir=COMPILED_DIR,  # their compiled JSON (rule compile_template)
     threads: sample_threads  # row chunks of the events run on dask threads
     resources:
         mem_mb=sample_mem_mb,

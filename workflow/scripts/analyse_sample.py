@@ -15,6 +15,7 @@ analyse_sample(
     sample,
     [t for t in read_samples(smk.params.samples) if t.sample_id == sample],
     smk.params.data_dir,
-    sample_settings(config, panels_dir=smk.params.panels_dir, gating_dir=smk.params.gating_dir),
+    sample_settings(config, panels_dir=smk.params.panels_dir, gating_dir=smk.params.gating_dir,
+                    compiled_dir=smk.params.compiled_dir),
     Path(smk.output.stage1).parent,
 )

@@ -193,7 +193,8 @@ def map_strategy(strategy, maps: Mapping[str, WindowMap]):
     Polygon gates (the singlet wedge, placed from the data) are kept as drawn."""
     import flowkit as fk
 
-    out = copy.deepcopy(strategy)
+    # a template's gates (mrdflow's Strategy) as FlowKit's: its writer puts the lab's template out
+    out = strategy.to_flowkit() if hasattr(strategy, "to_flowkit") else copy.deepcopy(strategy)
     for gid, path in out.get_gate_ids():
         gate = out.get_gate(gid, gate_path=path)
         if not isinstance(gate, fk.gates.RectangleGate):

@@ -20,6 +20,12 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
+        "_model": [
+            "Strategy",
+        ],
+        "_gatingml": [
+            "gatingml_bytes",
+        ],
         "_engine": [
             "DEFAULT_CHUNK_SIZE",
             "GateEngine",
@@ -39,6 +45,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         ],
         "_template": [
             "GatingTemplate",
+            "compile_template",
+            "load_compiled_template",
             "load_template",
             "rules_document",
             "template_from_workspace",

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import flowkit as fk
 import numpy as np
 
 from mrdflow.gating._compile import FCS_COMPENSATION, Feature, GateEngineError, SpillMatrix
@@ -76,7 +75,7 @@ class _Binding:
                 raise GateEngineError(f"compensation-ref {comp_ref!r} is not a matrix of the strategy") from None
             detectors = list(obj.detectors)
             matrix = np.asarray(obj.matrix, dtype=np.float64)
-            spectral = isinstance(obj, fk.SpectralMatrix)
+            spectral = type(obj).__name__ == "SpectralMatrix"  # a FlowKit strategy's (ours have none)
             outputs = list(obj.true_detectors) if spectral else detectors
         columns = []
         for det in detectors:
@@ -95,7 +94,7 @@ class _Binding:
             raise GateEngineError(f"transformation-ref {feature.xform_ref!r} is not a transform of the strategy")
         if feature.ratio:
             ratio = self.strategy.transformations.get(feature.source)
-            if not isinstance(ratio, fk.transforms.RatioTransform):
+            if type(ratio).__name__ != "RatioTransform":  # FlowKit's (a parsed Gating-ML or FlowJo strategy)
                 raise GateEngineError(f"ratio dimension {feature.source!r} is not a RatioTransform of the strategy")
             cols = []
             for label in ratio.dimensions:  # FlowKit resolves ratio channels by $PnN only

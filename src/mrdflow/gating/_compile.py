@@ -6,13 +6,11 @@ semantics, see :mod:`mrdflow.gating._engine`) and the populations in evaluation 
 from __future__ import annotations
 
 import graphlib
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import flowkit as fk
 import numpy as np
-from flowkit import gates as fk_gates
-from flowkit.exceptions import QuadrantReferenceError
 
 from mrdflow.errors import MrdflowError
 
@@ -78,9 +76,10 @@ def _gate_features(gate, dimensions) -> tuple[Feature, ...]:
     comp = next(iter(comp_refs), None)
     features = []
     for dim in dimensions:
-        if isinstance(dim, fk.RatioDimension):
+        kind = type(dim).__name__  # FlowKit's dimension classes, or ours (a plain Dimension)
+        if kind == "RatioDimension":
             features.append(Feature(dim.ratio_ref, None, dim.transformation_ref, ratio=True))
-        elif isinstance(dim, fk.QuadrantDivider):
+        elif kind == "QuadrantDivider":
             features.append(Feature(dim.dimension_ref, comp, dim.transformation_ref))
         else:
             features.append(Feature(dim.id, comp, dim.transformation_ref))
@@ -239,15 +238,26 @@ class _Population:
         return deps
 
 
+class _NoQuadrants(Exception):
+    """Never raised: stands for FlowKit's QuadrantReferenceError when FlowKit is not loaded."""
+
+
+def _quadrant_reference_error() -> type[Exception]:
+    """FlowKit's QuadrantReferenceError (only a FlowKit strategy has quadrants, and then FlowKit is
+    loaded); a class never raised otherwise, so a sample job need not import FlowKit."""
+    fk_exceptions = sys.modules.get("flowkit.exceptions")
+    return fk_exceptions.QuadrantReferenceError if fk_exceptions is not None else _NoQuadrants
+
+
 def _population_parent(strategy, ancestors: GatePath, sample_id) -> GatePath | None:
     """The population bounding a gate whose tree ancestors are ``ancestors``."""
     if ancestors == (ROOT,):
         return None
     try:
         parent_gate = strategy.get_gate(ancestors[-1], ancestors[:-1], sample_id=sample_id)
-    except QuadrantReferenceError:
+    except _quadrant_reference_error():
         return ancestors
-    if isinstance(parent_gate, fk_gates.QuadrantGate):  # a Quadrant's own ancestors
+    if getattr(parent_gate, "gate_type", None) == "QuadrantGate":  # a Quadrant's own ancestors
         return _population_parent(strategy, ancestors[:-1], sample_id)
     return ancestors
 
@@ -259,11 +269,11 @@ def _compile(strategy, sample_id) -> list[_Population]:
         path = ancestors + (gate_id,)
         try:
             gate = strategy.get_gate(gate_id, ancestors, sample_id=sample_id)
-        except QuadrantReferenceError:
+        except _quadrant_reference_error():
             qgate = strategy.get_gate(ancestors[-1], ancestors[:-1], sample_id=sample_id)
             populations.append(_quadrant_population(qgate, gate_id, path, strategy, sample_id))
             continue
-        if isinstance(gate, fk_gates.QuadrantGate):
+        if getattr(gate, "gate_type", None) == "QuadrantGate":
             continue  # only its quadrants are populations
         parent = _population_parent(strategy, ancestors, sample_id)
         populations.append(_Population(path, parent, gate.gate_type, _gate_test(gate)))
@@ -286,7 +296,10 @@ def _quadrant_population(qgate, quad_id, path, strategy, sample_id) -> _Populati
 
 
 def _gate_test(gate) -> _GateTest:
-    if isinstance(gate, fk_gates.BooleanGate):
+    """The test of one gate: FlowKit's gate classes or ours (:mod:`mrdflow.gating._model`), told
+    apart by ``gate_type`` as both name them."""
+    kind = gate.gate_type
+    if kind == "BooleanGate":
         operands = tuple(
             (tuple(ref["path"]) + (ref["ref"],), bool(ref.get("complement", False))) for ref in gate.gate_refs
         )
@@ -294,15 +307,15 @@ def _gate_test(gate) -> _GateTest:
             raise GateEngineError(f"BooleanGate {gate.gate_name!r} references no gates")
         return _BooleanTest(gate.type, operands)
     features = _gate_features(gate, gate.dimensions)
-    if isinstance(gate, fk_gates.RectangleGate):
+    if kind == "RectangleGate":
         bounds = tuple((getattr(d, "min", None), getattr(d, "max", None)) for d in gate.dimensions)
         return _RangeTest(features, bounds, bool(gate.use_complement))
-    if isinstance(gate, fk_gates.PolygonGate):
+    if kind == "PolygonGate":
         if len(features) != 2:
             raise GateEngineError(f"PolygonGate {gate.gate_name!r} has {len(features)} dimensions, not 2")
         vertices = tuple((float(v[0]), float(v[1])) for v in gate.vertices)
         return _PolygonTest(features, vertices, bool(gate.use_complement))
-    if isinstance(gate, fk_gates.EllipsoidGate):
+    if kind == "EllipsoidGate":
         mean = np.asarray(gate.coordinates, dtype=np.float64)
         inv_cov = np.linalg.inv(np.asarray(gate.covariance_matrix, dtype=np.float64))
         return _EllipsoidTest(features, mean, inv_cov, float(gate.distance_square))

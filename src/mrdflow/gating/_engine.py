@@ -64,9 +64,7 @@ import contextlib
 import os
 from collections.abc import Sequence
 
-import flowkit as fk
 import numpy as np
-import pandas as pd
 
 from mrdflow.gating._binding import _Binding, _ChunkData
 from mrdflow.gating._compile import (
@@ -143,7 +141,7 @@ class GateResult:
         """{gate path: membership}, the shape of FlowKit's own answer (``flowkit_membership`` in the tests)."""
         return dict(self._members)
 
-    def report(self) -> pd.DataFrame:
+    def report(self):
         """One row per population, as FlowKit's ``GatingResults.report``.
 
         Columns: gate_path (tuple of tree ancestors, "root" first), gate_id, gate_type,
@@ -168,6 +166,8 @@ class GateResult:
                     "absolute_percent": 100.0 * count / self.n_events if self.n_events else 0.0,
                 }
             )
+        import pandas as pd  # only for this table, like FlowKit's report
+
         frame = pd.DataFrame(rows, columns=[
             "gate_path", "gate_id", "gate_type", "quadrant_parent", "parent",
             "count", "relative_percent", "absolute_percent",
@@ -190,10 +190,10 @@ class GateEngine:
     numpy, which releases the GIL); chunks write disjoint rows, so results do not depend on it.
     """
 
-    def __init__(self, strategy: fk.GatingStrategy, *, sample_id: str | None = None,
+    def __init__(self, strategy, *, sample_id: str | None = None,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, workers: int | None = None):
-        if not isinstance(strategy, fk.GatingStrategy):
-            raise TypeError(f"expected a flowkit.GatingStrategy, got {type(strategy).__name__}")
+        if not (hasattr(strategy, "get_gate_ids") and hasattr(strategy, "get_gate")):
+            raise TypeError(f"expected a flowkit.GatingStrategy or a mrdflow Strategy, got {type(strategy).__name__}")
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         self.strategy = strategy
@@ -211,6 +211,8 @@ class GateEngine:
     @classmethod
     def from_gatingml(cls, path: str | os.PathLike, **kwargs) -> GateEngine:
         """An engine for the Gating-ML 2.0 document at ``path`` (parsed by FlowKit)."""
+        import flowkit as fk
+
         return cls(fk.parse_gating_xml(os.fspath(path)), **kwargs)
 
     @property

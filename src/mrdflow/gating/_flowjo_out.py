@@ -63,7 +63,7 @@ import re
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ class FlowJoSample:
 
     ``name``: FlowJo's sample name, the FCS file name. ``fcs_path``: the file (written as a
     ``file:`` URI, absolute). ``strategy``: its gates (FlowKit ``GatingStrategy`` on the file's
-    ``$PnN`` channels, as ``TubeGating.strategy``). ``compensation``: the spillover the pipeline
+    ``$PnN`` channels, or ``TubeGating.strategy``). ``compensation``: the spillover the pipeline
     applied to "FCS" dimensions (``OpenTube.compensation``: ``detectors`` and ``spill``; or a
     ``flowkit.Matrix``; or ``(detectors, matrix)``), None when the events were not compensated.
     """
@@ -380,6 +380,8 @@ def _flowjo_attributes(sample: FlowJoSample, node: ET.Element, transforms: ET.El
 
 def _sample_element(sample: FlowJoSample, sample_id: str, gate_ids: dict) -> tuple[ET.Element, ET.Element | None]:
     """The finished ``<Sample>`` and its ``spilloverMatrix`` (None when uncompensated)."""
+    if hasattr(sample.strategy, "to_flowkit"):  # placed gates (mrdflow's Strategy): FlowKit writes them
+        sample = replace(sample, strategy=sample.strategy.to_flowkit())
     matrix = _fk_matrix(sample.compensation)
     detectors = set(matrix.detectors) if matrix is not None else set()
     _check_strategy(sample, detectors)

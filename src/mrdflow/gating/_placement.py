@@ -1,8 +1,9 @@
 """Placing a template's gates on one tube: the table of gate placers and the walk over the template.
 
-:class:`Placement` visits the template's gates parents first and builds the per-sample FlowKit
-strategy. A gate whose rule names a gate-level method (``method: time_qc`` in ``<panel>.yaml``) is
-placed by that entry of :data:`GATE_PLACERS`; any other gate by the entry for its kind
+:class:`Placement` visits the template's gates parents first and builds the per-sample strategy
+(:class:`~mrdflow.gating._model.Strategy`: no FlowKit in a sample job). A gate whose rule names a
+gate-level method (``method: time_qc`` in ``<panel>.yaml``) is placed by that entry of
+:data:`GATE_PLACERS`; any other gate by the entry for its kind
 (``rectangle``: each bound by its :data:`~mrdflow.gating._bounds.BOUND_METHODS` rule, ``polygon``,
 ``boolean``). A placer adds the per-sample gate(s), each with its :class:`GateStep` and its
 placement mask. To add a gate-level method, write a placer (``placer(placement, gate)``) and add
@@ -15,11 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import flowkit as fk
 import numpy as np
 
 from mrdflow.gating._bounds import place_bound
 from mrdflow.gating._compile import combine_boolean, points_in_polygon
+from mrdflow.gating._model import BooleanGate, Dimension, PolygonGate, RectangleGate, Strategy
 from mrdflow.gating._qc import QCSettings, singlet_gate, time_qc
 from mrdflow.gating._result import GateStep, TubeGating
 from mrdflow.gating._rules import GateRule, GatingError
@@ -38,7 +39,7 @@ ROOT = "root"
 
 @dataclass(frozen=True)
 class TemplateGate:
-    """One template gate to place: ``gate`` as drawn (FlowKit gate, marker-named dimensions,
+    """One template gate to place: ``gate`` as drawn (:mod:`~mrdflow.gating._model` gate, marker-named dimensions,
     template coordinates in gate units), its ``parent`` gate id (None: all events), the parent's
     path in the per-sample strategy and its placement ``rule``."""
 
@@ -72,7 +73,7 @@ class Placement:
         self.masks: dict[str, np.ndarray] = {}
         self.steps: list[GateStep] = []
         self.qc: dict[str, Any] = {}
-        self.strategy = fk.GatingStrategy()
+        self.strategy = Strategy()
         self.strategy.add_transform(FL_XFORM, make_transform(view.transform_specs["fluorescence"]))
         self.strategy.add_transform(SCATTER_XFORM, make_transform(view.transform_specs["scatter"]))
         self.paths: dict[str, tuple[str, ...]] = {}
@@ -89,24 +90,22 @@ class Placement:
     def _placer_for(self, gate: TemplateGate) -> GatePlacer:
         if gate.rule.method in gate_methods():
             return GATE_PLACERS[gate.rule.method]
-        for cls, kind in _KINDS:
-            if isinstance(gate.gate, cls):
-                return GATE_PLACERS[kind]
+        kind = _KINDS.get(gate.gate.gate_type)
+        if kind is not None:
+            return GATE_PLACERS[kind]
         raise GatingError(f"{self.template.source}: gate {gate.gate_id!r}: {type(gate.gate).__name__} "
                           "is not supported in templates")
 
-    def dimension(self, dim: str, rmin=None, rmax=None) -> fk.Dimension:
+    def dimension(self, dim: str, rmin=None, rmax=None) -> Dimension:
         """A per-sample gate dimension: the file's $PnN, the config transform, compensation "FCS"
         for fluorescence (when the tube is compensated); ``rmin``/``rmax`` in gate units."""
         kind = self.view.kind(dim)
         if kind == "fluorescence":
             comp = "FCS" if self.view.compensation is not None else "uncompensated"
-            return fk.Dimension(self.view.pnn(dim), compensation_ref=comp, transformation_ref=FL_XFORM,
-                                range_min=rmin, range_max=rmax)
+            return Dimension(self.view.pnn(dim), comp, FL_XFORM, _f(rmin), _f(rmax))
         if kind == "scatter":
-            return fk.Dimension(self.view.pnn(dim), compensation_ref="uncompensated",
-                                transformation_ref=SCATTER_XFORM, range_min=rmin, range_max=rmax)
-        return fk.Dimension(self.view.pnn(dim), compensation_ref="uncompensated", range_min=rmin, range_max=rmax)
+            return Dimension(self.view.pnn(dim), "uncompensated", SCATTER_XFORM, _f(rmin), _f(rmax))
+        return Dimension(self.view.pnn(dim), "uncompensated", None, _f(rmin), _f(rmax))
 
     def parent_mask(self, parent: str | None) -> np.ndarray:
         """The events of gate ``parent`` placed so far (None: every event)."""
@@ -202,7 +201,7 @@ def _add_rectangle(p: Placement, step: GateStep, parent_path: tuple[str, ...], m
             channels[ch] = (either(max, clo, lo), either(min, chi, hi))
 
     def rectangle(rid: str, ranges: dict[str, tuple[float | None, float | None]]):
-        return fk.gates.RectangleGate(rid, [p.dimension(d, lo, hi) for d, (lo, hi) in ranges.items()])
+        return RectangleGate(rid, tuple(p.dimension(d, lo, hi) for d, (lo, hi) in ranges.items()))
 
     if not highs:
         p.add(rectangle(gid, channels), parent_path, step, mask)
@@ -225,9 +224,9 @@ def _add_rectangle(p: Placement, step: GateStep, parent_path: tuple[str, ...], m
         p.add(rectangle(rid, ranges), parent_path, part, _within(p.view, pmask, bounds))
         refs.append({"ref": rid, "path": parent_path, "complement": complement})
     if len(refs) == 1:  # only a max on shared channels: NOT (every channel >= max)
-        gate = fk.gates.BooleanGate(gid, "not", [{**refs[0], "complement": False}])
+        gate = BooleanGate(gid, "not", ({**refs[0], "complement": False},))
     else:
-        gate = fk.gates.BooleanGate(gid, "and", refs)
+        gate = BooleanGate(gid, "and", tuple(refs))
     p.add(gate, parent_path, step, mask)
 
 
@@ -252,7 +251,7 @@ def _place_polygon(p: Placement, g: TemplateGate) -> None:
     x = p.view.values(dims[0]).astype(np.float64)
     y = p.view.values(dims[1]).astype(np.float64)
     mask = pmask & points_in_polygon(x, y, verts)
-    gate = fk.gates.PolygonGate(gid, [p.dimension(d) for d in dims], verts)
+    gate = PolygonGate(gid, tuple(p.dimension(d) for d in dims), tuple(verts))
     step = GateStep(gid, parent, "polygon", tuple(dims), vertices=verts, how={"": "fixed (template)"},
                     plot_dims=tuple(dims))
     p.add(gate, parent_path, step, mask)
@@ -266,7 +265,7 @@ def _place_boolean(p: Placement, g: TemplateGate) -> None:
     kind = tgate.type
     m = combine_boolean(kind, [(p.masks[r["ref"]], r.get("complement", False)) for r in tgate.gate_refs])
     mask = p.parent_mask(parent) & m
-    gate = fk.gates.BooleanGate(gid, kind, refs)
+    gate = BooleanGate(gid, kind, tuple(refs))
     step = GateStep(gid, parent, "boolean", (), how={"": f"{kind} of {[r['ref'] for r in refs]}"})
     p.add(gate, parent_path, step, mask)
 
@@ -292,7 +291,7 @@ def _place_time_qc(p: Placement, g: TemplateGate) -> None:
     if not res.segments:
         t0 = p.events.time_min()
         lo = t0 - max(1.0, abs(t0)) if t0 is not None else -1.0
-        gate = fk.gates.RectangleGate(gid, [p.dimension("Time", lo, None)])
+        gate = RectangleGate(gid, (p.dimension("Time", lo, None),))
         mask = pmask & (t >= lo)
         step = GateStep(gid, parent, "rect", ("Time",), bounds={"Time": (lo, None)},
                         how={"Time": "no anomalous time segment"}, plot_dims=("Time", "FSC-A"))
@@ -303,16 +302,16 @@ def _place_time_qc(p: Placement, g: TemplateGate) -> None:
     for i in range(1, len(res.segments) + 1):
         s0, s1 = edges[2 * i - 2], edges[2 * i - 1]
         bid = f"{gid}_bad{i}"
-        segment = fk.gates.RectangleGate(bid, [p.dimension("Time", s0, s1)])
+        segment = RectangleGate(bid, (p.dimension("Time", s0, s1),))
         m = pmask & (t >= s0) & (t < s1)
         step = GateStep(bid, parent, "rect", ("Time",), bounds={"Time": (s0, s1)},
                         how={"Time": f"flagged: {res.reasons[i - 1]}"}, plot_dims=("Time", "FSC-A"))
         p.add(segment, parent_path, step, m)
         bad_ids.append(bid)
     if len(bad_ids) == 1:
-        gate = fk.gates.BooleanGate(gid, "not", [{"ref": bad_ids[0], "path": parent_path, "complement": False}])
+        gate = BooleanGate(gid, "not", ({"ref": bad_ids[0], "path": parent_path, "complement": False},))
     else:
-        gate = fk.gates.BooleanGate(gid, "and", [{"ref": b, "path": parent_path, "complement": True} for b in bad_ids])
+        gate = BooleanGate(gid, "and", tuple({"ref": b, "path": parent_path, "complement": True} for b in bad_ids))
     bad = np.logical_or.reduce([p.masks[b] for b in bad_ids])
     mask = pmask & ~bad
     note = "; ".join(f"[{s0:.0f}, {s1:.0f}) {r}" for (s0, s1), r in zip(res.segments, res.reasons))
@@ -337,7 +336,7 @@ def _place_singlets(p: Placement, g: TemplateGate) -> None:
     verts = wedge.polygon(h_min, h_max) if wedge.ratio_hi > 0 else [(0, 0), (1e-9, 0), (1e-9, 1e-9)]
     verts = [(float(x), float(y)) for x, y in verts]
     mask = pmask & _in_polygon(a, h, verts)
-    gate = fk.gates.PolygonGate(gid, [p.dimension(a_dim), p.dimension(h_dim)], verts)
+    gate = PolygonGate(gid, (p.dimension(a_dim), p.dimension(h_dim)), tuple(verts))
     how = {"": f"FSC-A/FSC-H ratio in [{wedge.ratio_lo:.3f}, {wedge.ratio_hi:.3f}] (mode {wedge.mode:.3f}, "
                f"SD {wedge.sd:.3f})"}
     p.qc["singlets"] = {"ratio_lo": wedge.ratio_lo, "ratio_hi": wedge.ratio_hi, "mode": wedge.mode}
@@ -355,14 +354,18 @@ GATE_PLACERS: dict[str, GatePlacer] = {
     "polygon": _place_polygon,
     "boolean": _place_boolean,
 }
-#: The placer of each template gate kind (FlowKit class).
-_KINDS = ((fk.gates.RectangleGate, "rectangle"), (fk.gates.PolygonGate, "polygon"), (fk.gates.BooleanGate, "boolean"))
+#: The placer of each template gate kind (``gate_type``, as FlowKit names the classes).
+_KINDS = {"RectangleGate": "rectangle", "PolygonGate": "polygon", "BooleanGate": "boolean"}
+
+
+def _f(x) -> float | None:
+    return None if x is None else float(x)
 
 
 def gate_methods() -> list[str]:
     """The gate-level methods a rule's ``method:`` may name: every placer of :data:`GATE_PLACERS`
     that is not a gate kind's, in table order."""
-    kinds = {kind for _, kind in _KINDS}
+    kinds = set(_KINDS.values())
     return [name for name in GATE_PLACERS if name not in kinds]
 
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import flowkit as fk
 import numpy as np
 
 from mrdflow.gating._engine import GateResult
@@ -76,9 +75,10 @@ def nonfinite_rows(events: np.ndarray) -> int:
 
 @dataclass
 class TubeGating:
-    """The result of gating one tube."""
+    """The result of gating one tube. ``strategy``: the placed gates (a
+    :class:`~mrdflow.gating._model.Strategy`), or a FlowJo workspace's as drawn (FlowKit's)."""
 
-    strategy: fk.GatingStrategy
+    strategy: Any
     result: GateResult
     steps: list[GateStep]
     view: TubeView
@@ -136,6 +136,15 @@ class TubeGating:
         return rows
 
     def gatingml(self) -> bytes:
+        """The gates as a Gating-ML 2.0 document (``gates.xml``)."""
+        from mrdflow.gating._model import Strategy
+
+        if isinstance(self.strategy, Strategy):
+            from mrdflow.gating._gatingml import gatingml_bytes
+
+            return gatingml_bytes(self.strategy)
+        import flowkit as fk
+
         buf = io.BytesIO()
         fk.export_gatingml(self.strategy, buf)
         return buf.getvalue()
@@ -152,7 +161,7 @@ class StreamedGating:
     quantile); the events of the populations named in ``keep`` are held whole (``events_in``).
     """
 
-    strategy: fk.GatingStrategy
+    strategy: Any
     steps: list[GateStep]
     qc: dict[str, Any]
     sample: TubeGating

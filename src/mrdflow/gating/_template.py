@@ -9,11 +9,13 @@ placement methods (:data:`~mrdflow.gating._placement.GATE_PLACERS` for gate-leve
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import flowkit as fk
 import yaml
 
 from mrdflow.gating._bounds import BOUND_METHODS
@@ -21,19 +23,24 @@ from mrdflow.gating._placement import gate_methods
 from mrdflow.gating._rules import BoundRule, GateRule, GatingError
 from mrdflow.gating._workspace import template_from_workspace
 
-__all__ = ["GatingTemplate", "load_template", "template_from_workspace"]
+__all__ = ["GatingTemplate", "compile_template", "load_compiled_template", "load_template", "template_from_workspace"]
+
+#: Version of the compiled-template JSON (:func:`compile_template`); another is compiled again.
+COMPILED_VERSION = 1
 
 
 @dataclass(frozen=True)
 class GatingTemplate:
-    """A panel's template: the FlowKit strategy (marker-named dimensions) and placement rules.
+    """A panel's template: its gates (marker-named dimensions) and placement rules.
 
-    ``static``: the strategy is applied as drawn (a FlowJo workspace: dimensions name the file's
-    channels and carry FlowJo's own transforms), nothing is placed from the data.
+    ``strategy``: a :class:`~mrdflow.gating._model.Strategy` for a Gating-ML template (parsed by
+    FlowKit, or read back from its compiled JSON without FlowKit); FlowKit's own strategy when
+    ``static``: applied as drawn (a FlowJo workspace: dimensions name the file's channels and
+    carry FlowJo's own transforms), nothing is placed from the data.
     """
 
     panel: str
-    strategy: fk.GatingStrategy
+    strategy: Any
     rules: Mapping[str, GateRule]
     source: str
     static: bool = False
@@ -55,7 +62,7 @@ class GatingTemplate:
                 gate = self.strategy.get_gate(gid, gate_path=path)
                 need_paths = {tuple(path)}
                 need_ids: set[str] = set()
-                if isinstance(gate, fk.gates.BooleanGate):
+                if getattr(gate, "gate_type", None) == "BooleanGate":
                     for r in gate.gate_refs:
                         if r.get("path"):
                             rp = tuple(r["path"])
@@ -140,17 +147,67 @@ def _bound_rule(spec: Mapping, where: str) -> BoundRule:
 
 
 def load_template(gating_dir: str | Path, panel: str) -> GatingTemplate:
-    """Load ``<gating_dir>/<panel>.xml`` (Gating-ML) and ``<panel>.yaml`` (placement rules)."""
+    """Load ``<gating_dir>/<panel>.xml`` (Gating-ML, parsed by FlowKit) and ``<panel>.yaml``
+    (placement rules)."""
+    strategy, xml, rules_path = _parse_template(gating_dir, panel)
+    rules = _load_rules(rules_path, rules_document(rules_path), strategy) if rules_path.is_file() else {}
+    return GatingTemplate(panel, strategy, rules, str(xml))
+
+
+def _parse_template(gating_dir: str | Path, panel: str):
+    from mrdflow.gating._model import Strategy
+
     xml = Path(gating_dir) / f"{panel}.xml"
     rules_path = Path(gating_dir) / f"{panel}.yaml"
     if not xml.is_file():
         raise GatingError(f"{xml}: gating template not found for panel {panel!r}")
+    import flowkit as fk
+
     try:
-        strategy = fk.parse_gating_xml(str(xml))
+        fk_strategy = fk.parse_gating_xml(str(xml))
     except Exception as e:  # FlowKit raises several types for malformed XML
         raise GatingError(f"{xml}: not a valid Gating-ML 2.0 document ({type(e).__name__}: {e})") from None
-    rules = _load_rules(rules_path, strategy) if rules_path.is_file() else {}
-    return GatingTemplate(panel, strategy, rules, str(xml))
+    try:
+        strategy = Strategy.from_flowkit(fk_strategy, where=f"{xml}: ")
+    except ValueError as e:
+        raise GatingError(str(e)) from None
+    return strategy, xml, rules_path
+
+
+def compile_template(gating_dir: str | Path, panel: str) -> dict:
+    """The panel's template parsed once (FlowKit reads the Gating-ML, the rules are checked), as
+    JSON for :func:`load_compiled_template`, which needs no FlowKit: the gates, the rules document
+    (``extends`` resolved) and the SHA-256 of the files it came from."""
+    strategy, xml, rules_path = _parse_template(gating_dir, panel)
+    doc = rules_document(rules_path) if rules_path.is_file() else None
+    if doc is not None:
+        _load_rules(rules_path, doc, strategy)  # refuse a bad rules file here, naming it
+    sources = {str(xml): _sha256(xml)}
+    if rules_path.is_file():
+        sources[str(rules_path)] = _sha256(rules_path)
+    return {"version": COMPILED_VERSION, "panel": panel, "source": str(xml), "rules_path": str(rules_path),
+            "sources": sources, "strategy": strategy.as_json(), "rules": doc}
+
+
+def load_compiled_template(path: str | Path) -> GatingTemplate:
+    """A template from its compiled JSON (:func:`compile_template`), without FlowKit."""
+    from mrdflow.gating._model import Strategy
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise GatingError(f"{path}: cannot read the compiled template ({e})") from None
+    if doc.get("version") != COMPILED_VERSION:
+        raise GatingError(f"{path}: compiled template version {doc.get('version')!r}, expected {COMPILED_VERSION} "
+                          "(compile it again)")
+    strategy = Strategy.from_json(doc["strategy"])
+    rules = _load_rules(Path(doc["rules_path"]), doc["rules"], strategy) if doc.get("rules") is not None else {}
+    return GatingTemplate(doc["panel"], strategy, rules, doc["source"])
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def rules_document(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
@@ -183,8 +240,7 @@ def rules_document(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     return merged
 
 
-def _load_rules(path: Path, strategy: fk.GatingStrategy) -> dict[str, GateRule]:
-    doc = rules_document(path)
+def _load_rules(path: Path, doc: Mapping, strategy) -> dict[str, GateRule]:
     gates = doc.get("gates") or {}
     ids = {gid for gid, _ in strategy.get_gate_ids()}
     _check_expected(doc.get("expected"), f"{path}: expected", strategy, ids)
@@ -216,7 +272,7 @@ def _load_rules(path: Path, strategy: fk.GatingStrategy) -> dict[str, GateRule]:
     return rules
 
 
-def _check_expected(section, where: str, strategy: fk.GatingStrategy, ids: set[str]) -> None:
+def _check_expected(section, where: str, strategy, ids: set[str]) -> None:
     """Check the optional ``expected:`` section: where the populations sat (gate units) on the
     instrument the windows were written for, per dimension ``negative``/``positive`` or, for
     scatter, ``main``; ``population``: the gate whose events they describe. The gating does not

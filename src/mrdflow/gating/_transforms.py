@@ -1,10 +1,11 @@
-"""Compensation and transforms, through FlowKit.
+"""Compensation and transforms.
 
-FlowKit parses and validates spillover matrices (``flowkit.Matrix``) and provides the Gating-ML
-transforms (logicle, asinh, linear). We use its objects for both, and apply them to float32 event
-matrices in place of FlowKit's ``Sample`` (which keeps float64 copies of raw, compensated and
-transformed events: 3.5 GB for a 10^7-event tube). The arithmetic is FlowKit's: compensation is the
-events times the inverse spillover matrix; the transform is the FlowKit transform's ``apply``.
+Spillover matrices are parsed and checked here (square, finite, invertible, channels named once);
+the Gating-ML transforms (logicle, asinh, linear) are the types of :mod:`mrdflow.gating._model`,
+with FlowKit's parameter names and FlowUtils' arithmetic (no FlowKit import in a sample job). They
+are applied to float32 event matrices in place of FlowKit's ``Sample`` (which keeps float64 copies
+of raw, compensated and transformed events: 3.5 GB for a 10^7-event tube): compensation is the
+events times the inverse spillover matrix; the transform is the transform's ``apply``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import flowkit as fk
 import numpy as np
 
 from mrdflow.errors import MrdflowError
@@ -94,8 +94,6 @@ def _checked(detectors: Sequence[str], spill: np.ndarray, source: str) -> Compen
     cond = np.linalg.cond(spill)
     if not np.isfinite(cond) or cond > 1e12:
         raise CompensationError(f"{source}: spillover matrix is singular (condition number {cond:.3g})")
-    # Build FlowKit's Matrix too: it is the reference parser/validator for spillover data.
-    fk.Matrix(spill, list(detectors))
     return Compensation(tuple(detectors), spill.astype(np.float64), source)
 
 
@@ -137,24 +135,22 @@ def compensation_for(spec: str, metadata: Mapping[str, str], *, file: str = "",
 
 
 def make_transform(spec: Mapping):
-    """A FlowKit transform from a config mapping ``{type, t, w, m, a}``."""
+    """A Gating-ML transform (:mod:`mrdflow.gating._model`) from a config mapping ``{type, t, w, m, a}``."""
+    from mrdflow.gating._model import AsinhTransform, LinearTransform, LogicleTransform
+
     kind = spec["type"]
     t = float(spec.get("t", 262144))
     if kind == "logicle":
-        return fk.transforms.LogicleTransform(
-            param_t=t, param_w=float(spec.get("w", 0.5)), param_m=float(spec.get("m", 4.5)),
-            param_a=float(spec.get("a", 0.0)),
-        )
+        return LogicleTransform(t, float(spec.get("w", 0.5)), float(spec.get("m", 4.5)), float(spec.get("a", 0.0)))
     if kind == "asinh":
-        return fk.transforms.AsinhTransform(param_t=t, param_m=float(spec.get("m", 4.5)),
-                                            param_a=float(spec.get("a", 0.0)))
+        return AsinhTransform(t, float(spec.get("m", 4.5)), float(spec.get("a", 0.0)))
     if kind == "linear":
-        return fk.transforms.LinearTransform(param_t=t, param_a=float(spec.get("a", 0.0)))
+        return LinearTransform(t, float(spec.get("a", 0.0)))
     raise ValueError(f"unknown transform type {kind!r}")
 
 
 def transform_events(events: np.ndarray, columns: Sequence[int], transform) -> np.ndarray:
-    """Apply a FlowKit transform to ``columns`` of ``events`` in place (float32 kept)."""
+    """Apply a transform to ``columns`` of ``events`` in place (float32 kept)."""
     if len(columns) == 0 or events.shape[0] == 0:
         return events
     cols = list(columns)
@@ -319,9 +315,9 @@ def fast_logicle(t: float, w: float, m: float, a: float) -> FastLogicle:
 
 
 def apply_transform(transform, values: np.ndarray, out_dtype=np.float64) -> np.ndarray:
-    """``transform.apply(values)`` for a FlowKit transform, with the vectorised logicle for
-    :class:`flowkit.transforms.LogicleTransform` (same values to ~1e-15; see :class:`FastLogicle`)."""
-    if type(transform) is fk.transforms.LogicleTransform:
+    """``transform.apply(values)`` for a transform of ours or FlowKit's, with the vectorised logicle
+    for either's logicle (same values as FlowUtils' to ~1e-15; see :class:`FastLogicle`)."""
+    if type(transform).__name__ == "LogicleTransform":  # ours, or flowkit.transforms' (same parameters)
         fl = fast_logicle(transform.param_t, transform.param_w, transform.param_m, transform.param_a)
         return fl.scale(values, out_dtype=out_dtype)
     return np.asarray(transform.apply(np.asarray(values, dtype=np.float64)), dtype=out_dtype)

@@ -66,19 +66,20 @@ def gate_coordinates(gate, labels: Mapping[str, str] | None = None) -> dict:
     """A gate as plain data on its gate scale: a rectangle ``{channel: [min, max]}`` (None: open),
     a polygon ``{"channels": [x, y], "vertices": [[x, y], ...]}``, a boolean ``{"op": ..., "refs":
     ["path/gate" or "not path/gate", ...]}``. ``labels``: channel -> panel marker; a channel with
-    one is named ``"CD38 (FITC-A)"``."""
-    import flowkit as fk
+    one is named ``"CD38 (FITC-A)"``. FlowKit's gates (a workspace) and mrdflow's (placed gates)
+    alike: both name their kind ``gate_type``."""
 
     def name(dim_id: str) -> str:
         ch = _channel(dim_id)
         return f"{labels[ch]} ({ch})" if labels and labels.get(ch, ch) != ch else ch
 
-    if isinstance(gate, fk.gates.RectangleGate):
+    kind = getattr(gate, "gate_type", None)
+    if kind == "RectangleGate":
         return {name(d.id): [_num(d.min), _num(d.max)] for d in gate.dimensions}
-    if isinstance(gate, fk.gates.PolygonGate):
+    if kind == "PolygonGate":
         return {"channels": [name(d.id) for d in gate.dimensions],
                 "vertices": [[float(v) for v in vertex] for vertex in gate.vertices]}
-    if isinstance(gate, fk.gates.BooleanGate):
+    if kind == "BooleanGate":
         refs = []
         for r in gate.gate_refs:
             path = "/".join([*(p for p in r["path"] if p != "root"), r["ref"]])
@@ -136,7 +137,7 @@ def compare_gates(data, reviewed, *, where: str, tube: str, labels: Mapping[str,
         a = data.get_gate(gid, gate_path=path)
         b = reviewed.get_gate(gid, gate_path=path)
         ca, cb = gate_coordinates(a, labels), gate_coordinates(b, labels)
-        if type(a) is not type(b) or "op" in ca and ca != cb:
+        if getattr(a, "gate_type", None) != getattr(b, "gate_type", None) or "op" in ca and ca != cb:
             kind = "redefined"
         elif _differs(ca, cb):
             kind = "moved"

@@ -113,6 +113,7 @@ class SampleSettings:
     placement_events: int = _SAMPLE["placement_events"]
     workdir: Path = Path(".")
     reference: Path | None = None
+    compiled_dir: Path | None = None
 
     def template(self, panel: str, fcs: str | Path | None = None) -> GatingTemplate:
         """The panel's Gating-ML template, or its FlowJo workspace when the config names one.
@@ -120,11 +121,18 @@ class SampleSettings:
         From a workspace: the gates of the tube's own sample (``fcs``, matched by FlowJo's sample
         name, then $FIL, then file name) when the workspace has it and no ``sample_id`` is
         configured; else those of the configured template sample (``fcs``/``sample_id``).
+        A Gating-ML template compiled by the run (``compiled_dir/<panel>.json``, rule
+        ``compile_template``) is read without FlowKit.
         """
         from mrdflow.config import resolve_path
-        from mrdflow.gating import WorkspaceSampleMissing, load_template, template_from_workspace
 
         ws = (self.panel_config.get(panel) or {}).get("workspace")
+        if not ws and self.compiled_dir is not None and (self.compiled_dir / f"{panel}.json").is_file():
+            from mrdflow.gating import load_compiled_template
+
+            return load_compiled_template(self.compiled_dir / f"{panel}.json")
+        from mrdflow.gating import WorkspaceSampleMissing, load_template, template_from_workspace
+
         if ws:
             wsp = resolve_path(ws["path"], self.workdir)
             if fcs is not None and not ws.get("sample_id"):
@@ -138,7 +146,8 @@ class SampleSettings:
 
 
 def settings_from_config(config: Mapping, panels: Mapping[str, Panel], gating_dir: str | Path,
-                         workdir: str | Path = ".", reference: str | Path | None = None) -> SampleSettings:
+                         workdir: str | Path = ".", reference: str | Path | None = None,
+                         compiled_dir: str | Path | None = None) -> SampleSettings:
     """Build :class:`SampleSettings` from a validated config mapping (a key it lacks takes the
     schema's default)."""
     mrd = dict(config.get("mrd") or {})
@@ -156,6 +165,7 @@ def settings_from_config(config: Mapping, panels: Mapping[str, Panel], gating_di
         placement_events=int(sample["placement_events"]),
         workdir=Path(workdir),
         reference=Path(reference) if reference else None,
+        compiled_dir=Path(compiled_dir) if compiled_dir else None,
     )
 
 
