@@ -36,7 +36,6 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from matplotlib.figure import Figure
 from matplotlib.patches import Polygon, Rectangle
 
 from mrdflow.atomic import atomic_path
@@ -96,13 +95,13 @@ def plot_gating(g: TubeGating, outdir: str | Path, *, title: str, max_events: in
         for i, step in enumerate(g.steps, start=1):
             if step.static:  # a FlowJo gate as drawn: its coordinates use FlowJo's transforms
                 continue
-            fig = _figure_for(ctx, step, title)
-            if fig is None:
+            frame = _figure_for(ctx, step, title)
+            if frame is None:
                 continue
             path = outdir / plot_file_name(i, step.gate_id, len(g.steps))
             with atomic_path(path) as tmp:
-                fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
-            fig.clear()
+                frame.save(tmp, dpi)
+            frame.fig.clear()
             paths.append(path)
     return paths
 
@@ -192,7 +191,7 @@ class _Context:
 # Plot kinds
 # ---------------------------------------------------------------------------------------------
 
-def _figure_for(ctx: _Context, step: GateStep, title: str) -> Figure | None:
+def _figure_for(ctx: _Context, step: GateStep, title: str) -> _Frame | None:
     if step.dims == ("Time",) or (step.plot_dims[:1] == ("Time",) and step.kind != "polygon"):
         return _time_plot(ctx, step, title)
     if step.kind == "boolean":
@@ -203,7 +202,7 @@ def _figure_for(ctx: _Context, step: GateStep, title: str) -> Figure | None:
     return _histogram_plot(ctx, step, title, dims[0])
 
 
-def _density_plot(ctx: _Context, step: GateStep, title: str, dims: tuple[str, str]) -> Figure:
+def _density_plot(ctx: _Context, step: GateStep, title: str, dims: tuple[str, str]) -> _Frame:
     xd, yd = dims
     idx, total = ctx.parent_index(step.parent)
     xlim, ylim = ctx.limits(xd), ctx.limits(yd)
@@ -231,10 +230,10 @@ def _density_plot(ctx: _Context, step: GateStep, title: str, dims: tuple[str, st
         x0, x1 = _open(*step.bounds.get(xd, (None, None)), xlim)
         y0, y1 = _open(*step.bounds.get(yd, (None, None)), ylim)
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=GATE_COLOR, lw=1.6, zorder=5))
-    return frame.fig
+    return frame
 
 
-def _histogram_plot(ctx: _Context, step: GateStep, title: str, dim: str) -> Figure:
+def _histogram_plot(ctx: _Context, step: GateStep, title: str, dim: str) -> _Frame:
     idx, total = ctx.parent_index(step.parent)
     lim = ctx.limits(dim)
     lo, hi = step.bounds.get(dim, (None, None))
@@ -261,7 +260,7 @@ def _histogram_plot(ctx: _Context, step: GateStep, title: str, dim: str) -> Figu
     ax.set_xlabel(ctx.label(dim))
     ax.set_ylabel("events per bin")
     _gate_legend(ax, step, total, _emptiest_corner(_profile(counts, ymax)), region=True)
-    return frame.fig
+    return frame
 
 
 def _time_segments(ctx: _Context, step: GateStep) -> tuple[str, list[tuple[str, float, float]]]:
@@ -280,7 +279,7 @@ def _time_segments(ctx: _Context, step: GateStep) -> tuple[str, list[tuple[str, 
     return group, segs
 
 
-def _time_plot(ctx: _Context, step: GateStep, title: str) -> Figure:
+def _time_plot(ctx: _Context, step: GateStep, title: str) -> _Frame:
     group, segs = _time_segments(ctx, step)
     is_bad = any(sid == step.gate_id for sid, _, _ in segs)
     idx, total = ctx.parent_index(step.parent)
@@ -352,7 +351,7 @@ def _time_plot(ctx: _Context, step: GateStep, title: str) -> Figure:
                 axis.axvline(b, color=EXCLUDED_COLOR, lw=1.4, zorder=5)
         strip.text((a + b) / 2, strip.get_ylim()[1] * 0.97, sid.rsplit("_", 1)[-1], ha="center", va="top",
                    fontsize=7.5, color=EXCLUDED_COLOR, fontweight="bold", zorder=6)
-    return frame.fig
+    return frame
 
 
 def _boolean_operands(ctx: _Context, step: GateStep) -> tuple[str, list[tuple[GateStep, bool]]] | None:
@@ -393,7 +392,7 @@ def _member_grid(op: GateStep, dims: Sequence[str], grids: Sequence[np.ndarray])
     return m
 
 
-def _boolean_plot(ctx: _Context, step: GateStep, title: str) -> Figure | None:
+def _boolean_plot(ctx: _Context, step: GateStep, title: str) -> _Frame | None:
     spec = _boolean_operands(ctx, step)
     if spec is None:
         return None
@@ -442,7 +441,7 @@ def _boolean_plot(ctx: _Context, step: GateStep, title: str) -> Figure | None:
         ax.set_xlabel(ctx.label(dims[0]))
         ax.set_ylabel(ctx.label(dims[1]))
         _gate_legend(ax, step, total, _emptiest_corner(H), region=True)
-        return frame.fig
+        return frame
     # one dimension: histogram with the region shaded
     dim, lim = dims[0], lims[0]
     frame = _Frame(title, headline, caption, colorbar=False)
@@ -458,4 +457,4 @@ def _boolean_plot(ctx: _Context, step: GateStep, title: str) -> Figure | None:
     ax.set_xlabel(ctx.label(dim))
     ax.set_ylabel("events per bin")
     _gate_legend(ax, step, total, _emptiest_corner(_profile(counts, ymax)), region=True)
-    return frame.fig
+    return frame
