@@ -33,3 +33,31 @@ def test_independent_of_event_count():
     ts, _ = threshold_valley(small, 0, 1, search=(0.3, 0.6))
     tb, _ = threshold_valley(big, 0, 1, search=(0.3, 0.6))
     assert abs(ts - tb) < 0.06
+
+
+def test_find_peaks_is_scipys():
+    """mrdflow's find_peaks (written out to spare every sample job scipy.signal's import) gives
+    scipy.signal.find_peaks' peaks on smoothed densities, noisy curves and curves with plateaus."""
+    from scipy.ndimage import gaussian_filter1d
+    from scipy.signal import find_peaks as scipy_find_peaks
+
+    from mrdflow.gating._density import find_peaks
+
+    rng = np.random.default_rng(11)
+    checked = 0
+    for trial in range(3000):
+        n = int(rng.integers(3, 600))
+        y = rng.random(n)
+        if trial % 3 == 0:
+            y = gaussian_filter1d(y, rng.uniform(0.5, 20), mode="constant")
+        if trial % 4 == 1:
+            y = np.round(y * rng.integers(2, 12)) / 10  # plateaus and ties
+        if trial % 5 == 2:
+            y = np.concatenate([[0.0], y, [0.0]])
+        top = float(y.max()) or 1.0
+        for height, prominence in ((None, None), (0.02 * top, 0.01 * top), (None, 0.05 * top), (0.5 * top, None)):
+            expect = scipy_find_peaks(y, height=height, prominence=prominence)[0]
+            got = find_peaks(y, height=height, prominence=prominence)
+            assert np.array_equal(got, expect), (trial, height, prominence)
+            checked += 1
+    assert checked == 12000

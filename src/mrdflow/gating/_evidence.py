@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mrdflow.gating._density import Density, density, valley_between
+from mrdflow.gating._density import Density, density, find_peaks, valley_between
 
 __all__ = [
     "RARE_EVENTS",
@@ -141,12 +141,10 @@ def _axis_density(values: np.ndarray, window: tuple[float, float]) -> Density:
 
 def _modes(d: Density) -> np.ndarray:
     """Positions of the populations (density modes of prominence >= MODE_PROMINENCE), ascending."""
-    from scipy.signal import find_peaks
-
     top = float(d.y.max())
     if top <= 0:
         return np.array([])
-    idx, _ = find_peaks(np.concatenate([[0.0], d.y, [0.0]]), prominence=MODE_PROMINENCE * top)
+    idx = find_peaks(np.concatenate([[0.0], d.y, [0.0]]), prominence=MODE_PROMINENCE * top)
     return np.sort(d.x[idx - 1])
 
 

@@ -48,7 +48,9 @@ class AbsoluteCount:
 
 def absolute_count(car_events: int, bead_events: int, beads_per_tube: float, blood_volume_ul: float) -> AbsoluteCount:
     """cells/µL = CAR+ events / bead events × beads per tube / blood volume (µL)."""
-    from scipy.stats import chi2
+    # Garwood's exact Poisson interval: chi2.ppf(q, 2k) / 2 is the inverse regularised lower
+    # incomplete gamma function at (k, q); scipy.special has it without scipy.stats' import (~0.6 s)
+    from scipy.special import gammaincinv
 
     if beads_per_tube is None or blood_volume_ul is None or beads_per_tube <= 0 or blood_volume_ul <= 0:
         return AbsoluteCount(None, car_events, bead_events, beads_per_tube or 0.0, blood_volume_ul or 0.0, None,
@@ -57,8 +59,8 @@ def absolute_count(car_events: int, bead_events: int, beads_per_tube: float, blo
         return AbsoluteCount(None, car_events, bead_events, beads_per_tube, blood_volume_ul, None,
                              "no bead events found")
     factor = beads_per_tube / bead_events / blood_volume_ul
-    lo = 0.0 if car_events == 0 else chi2.ppf(0.025, 2 * car_events) / 2
-    hi = chi2.ppf(0.975, 2 * (car_events + 1)) / 2
+    lo = 0.0 if car_events == 0 else float(gammaincinv(car_events, 0.025))
+    hi = float(gammaincinv(car_events + 1, 0.975))
     return AbsoluteCount(car_events * factor, car_events, bead_events, beads_per_tube, blood_volume_ul,
                          (lo * factor, hi * factor))
 
