@@ -3,6 +3,7 @@ would write today (FlowKit ``Sample`` + ``GatingStrategy.gate_sample`` on the sa
 FlowSOM_Python fitted on all events).
 
     python scripts/benchmark.py [--events 10000000] [--skip-baseline] [--scaling 1e6,3e6]
+    python scripts/benchmark.py --job-cost [--job-events 10000,50000]
 
 The tube is simulated once (demo design, patient PT02's week-4 marrow, NGF tube 1 — 12
 parameters) and cached under ``--cache`` (default ``benchmark/``, git-ignored); so is the cohort PC
@@ -18,6 +19,15 @@ The baseline: FlowKit
 ``Sample`` (FCS load), ``GatingStrategy.gate_sample`` with the Gating-ML gates mrdflow wrote for the
 same file (same gates, so the same counts), then ``FlowSOM`` (10×10 SOM + 24 metaclusters) fitted on
 all events of the NGF backbone markers — what a user without subsampling does.
+
+``--job-cost`` measures instead what a small tube costs as a whole job: a fresh interpreter
+doing what rule ``analyse_sample`` does (imports, config, the compiled template, gating, outputs)
+for one PB CAR-T tube (demo design, 12 gates), plots off and on, wall time from process start to
+exit (median of 3). Its final JSON line is ``{"job_cost": {events: {"plots_off_s", "plots_on_s",
+"plots", "imports_s"}}}``; ``imports_s`` is the same process stopping after its imports.
+
+Both modes read the gating templates as the workflow does: compiled once to JSON (rule
+``compile_template``), so FlowKit is not imported by the measured job.
 
 Output: a table, then a final JSON line
 ``{"events", "mrdflow_s", "baseline_s", "ratio", "mrdflow_peak_rss_mb", "baseline_peak_rss_mb", ...}``.
@@ -68,10 +78,12 @@ def prepare(cache: Path, events: int) -> tuple[Path, Path]:
     model = cache / "pc_model.json"
     if not model.exists():
         _fit_model(cache, model)
+    if not (cache / "templates").is_dir():
+        compiled_templates(cache)
     return cache / big["fcs"], model
 
 
-def _settings(plots: bool = False, placement_events: int | None = None):
+def _settings(plots: bool = False, placement_events: int | None = None, compiled_dir: Path | None = None):
     from mrdflow.config import load_config, resolve_path
     from mrdflow.panels import load_panels
     from mrdflow.sample import settings_from_config
@@ -81,7 +93,20 @@ def _settings(plots: bool = False, placement_events: int | None = None):
     if placement_events:
         cfg["sample"]["placement_events"] = int(placement_events)
     return cfg, settings_from_config(cfg, load_panels(resolve_path(cfg["panels_dir"])), resolve_path(cfg["gating_dir"]),
-                                     workdir=REPO, reference=resolve_path(cfg["clustering"]["reference"]))
+                                     workdir=REPO, reference=resolve_path(cfg["clustering"]["reference"]),
+                                     compiled_dir=compiled_dir)
+
+
+def compiled_templates(cache: Path) -> Path:
+    """The panels' templates compiled to JSON under ``cache/templates`` (as rule compile_template
+    writes them for a run)."""
+    from mrdflow.gating import compile_template
+
+    out = cache / "templates"
+    out.mkdir(parents=True, exist_ok=True)
+    for xml in sorted((REPO / "resources" / "gating").glob("*.xml")):
+        (out / f"{xml.stem}.json").write_text(json.dumps(compile_template(xml.parent, xml.stem)))
+    return out
 
 
 def _tubes(rows):
@@ -115,7 +140,7 @@ def child_mrdflow(fcs: Path, model_path: Path, outdir: Path, plots: bool, placem
     from mrdflow.clustering import PCModel
     from mrdflow.sample import analyse_sample, finish_sample
 
-    _, settings = _settings(plots, placement_events)
+    _, settings = _settings(plots, placement_events, fcs.parent / "templates")
     events = int(fcs.stem.split("_")[1])
     tube = _tubes([_row("week4", "ngf1", f"BENCH_{events}", fcs.name)])
     t0 = time.perf_counter()
@@ -163,6 +188,54 @@ def child_baseline(fcs: Path, gates_xml: Path, flowsom: bool) -> dict:
     return out
 
 
+def _cart_row(events: int) -> dict:
+    return {"sample_id": f"JOB_{events}", "patient_id": "PT01", "specimen": "PB", "visit": "serial", "day": "14",
+            "infusion": "1", "tube": "cart", "panel": "pb_cart", "role": "stain", "fmo_marker": "",
+            "fcs": f"job_{events}_cart.fcs", "beads_per_tube": "50000", "blood_volume_ul": "50"}
+
+
+def child_job(cache: Path, events: int, plots: bool, imports_only: bool) -> dict:
+    """What rule analyse_sample's script does, for one small PB CAR-T tube (timed by the parent)."""
+    from mrdflow.config import read_samples, validate_config  # noqa: F401 (the rule script's imports)
+    from mrdflow.rules import sample_settings  # noqa: F401
+    from mrdflow.sample import analyse_sample
+
+    if imports_only:
+        return {}
+    from mrdflow.config import Tube
+
+    _, settings = _settings(plots, None, cache / "templates")
+    r = _cart_row(events)
+    tube = Tube(**{**{k: v for k, v in r.items() if k not in ("fmo_marker", "beads_per_tube", "blood_volume_ul")},
+                   "day": 14, "infusion": 1, "beads_per_tube": 50000.0, "blood_volume_ul": 50.0})
+    rec = analyse_sample(r["sample_id"], [tube], cache, settings, cache / f"job_{events}_{int(plots)}")
+    return {"status": rec["status"], "plots": len(list((cache / f"job_{events}_{int(plots)}").rglob("*.png")))}
+
+
+def measure_job_cost(cache: Path, sizes: list[int]) -> dict:
+    """Process wall time of a small-tube sample job, plots off and on, and of its imports alone."""
+    from mrdflow.demo import load_design, simulate_file
+
+    compiled_templates(cache)
+    design = load_design(REPO / "resources" / "demo" / "design.yaml")
+    out = {}
+    for n in sizes:
+        design["events"] = {**design.get("events", {}), "pb_cart": int(n)}
+        simulate_file(_cart_row(n), design, cache)
+        res = {}
+        for key, args in (("imports_s", ["1", "1"]), ("plots_off_s", ["0", "0"]), ("plots_on_s", ["1", "0"])):
+            walls = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                info = _run_child(["--child", "job", str(cache), str(n), *args])
+                walls.append(time.perf_counter() - t0)
+            res[key] = round(sorted(walls)[1], 3)
+            if key == "plots_on_s":
+                res["plots"] = info["plots"]
+        out[str(n)] = res
+    return out
+
+
 def _run_child(args: list[str]) -> dict:
     r = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
     if r.returncode != 0:
@@ -191,17 +264,33 @@ def main(argv=None) -> int:
     ap.add_argument("--plots", action="store_true", help="include the per-gate PNGs in mrdflow's time")
     ap.add_argument("--placement-events", type=float, default=None,
                     help="override sample.placement_events (default: the config's, 5e6; 1e9 = place on every event)")
+    ap.add_argument("--job-cost", action="store_true",
+                    help="measure a small-tube sample job as a whole process instead (fixed cost per job)")
+    ap.add_argument("--job-events", default="10000,50000", help="tube sizes for --job-cost, comma-separated")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child:
         kind, *rest = args.child
-        if kind == "mrdflow":
+        if kind == "job":
+            out = child_job(Path(rest[0]), int(rest[1]), bool(int(rest[2])), bool(int(rest[3])))
+        elif kind == "mrdflow":
             out = child_mrdflow(Path(rest[0]), Path(rest[1]), Path(rest[2]), bool(int(rest[3])), int(rest[4]) or None)
         else:
             out = child_baseline(Path(rest[0]), Path(rest[1]), bool(int(rest[2])))
         out["peak_rss_mb"] = _peak_rss_mb()
         print(json.dumps(out))
+        return 0
+
+    if args.job_cost:
+        sizes = [int(float(s)) for s in args.job_events.split(",") if s.strip()]
+        cost = measure_job_cost(args.cache, sizes)
+        print(f"sample job of one PB CAR-T tube, whole process (median of 3), {os.cpu_count()} CPUs:", file=sys.stderr)
+        for n, r in cost.items():
+            per_plot = 1000 * (r["plots_on_s"] - r["plots_off_s"]) / max(r["plots"], 1)
+            print(f"  {int(n):>9,} events: imports {r['imports_s']:.2f} s, job without plots {r['plots_off_s']:.2f} s, "
+                  f"with {r['plots']} plots {r['plots_on_s']:.2f} s ({per_plot:.0f} ms a plot)", file=sys.stderr)
+        print(json.dumps({"job_cost": cost, "cpus": os.cpu_count()}))
         return 0
 
     events = int(args.events)
