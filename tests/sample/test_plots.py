@@ -77,6 +77,18 @@ def test_deterministic_bytes(gated, plotted, tmp_path):
         assert b"Software" not in pa.read_bytes()[:4096]  # no version / tool stamp
 
 
+def test_a_plot_does_not_depend_on_the_plots_before_it(gated, plotted, tmp_path):
+    """Figures are reused between the plots of one call (one per layout): every gate's plot drawn
+    alone is byte-identical to the same plot drawn after the others (time-QC and boolean plots
+    read other steps and are left out)."""
+    full = {p.name.split("_", 1)[1]: p.read_bytes() for p in plotted}
+    alone = [s for s in gated.steps if s.kind in ("rect", "polygon") and "Time" not in s.dims]
+    assert len(alone) >= 5
+    for step in alone:
+        (path,) = _plot(_some_steps(gated, {step.gate_id}), tmp_path / step.gate_id)
+        assert path.read_bytes() == full[f"{step.gate_id}.png"], step.gate_id
+
+
 def test_subsample_is_seeded(gated, plotted, tmp_path):
     g = _some_steps(gated, {"Singlets", "Nucleated"})
     sub1 = _plot(g, tmp_path / "s1", max_events=2_000)
