@@ -149,3 +149,20 @@ def test_a_sample_job_never_imports_flowkit_or_bokeh(nk_tube, tmp_path):
     assert (out / "gates.xml").is_file() and any((out / "plots").rglob("*.png"))
     rec = json.loads((out / "stage1.json").read_text())
     assert rec["status"] == "ok", rec
+
+
+def test_a_template_gate_the_placer_cannot_hold_is_refused_naming_it(tmp_path):
+    """An ellipse in a template (placement has no rule for it) is refused when the template is
+    parsed, naming the file and the gate; a template's own spillover matrix is not carried (placed
+    gates use the tube's own compensation)."""
+    import flowkit as fk
+
+    from mrdflow.gating import GatingError
+
+    s = fk.GatingStrategy()
+    dims = [fk.Dimension(ch, compensation_ref="uncompensated") for ch in ("FSC-A", "SSC-A")]
+    s.add_gate(fk.gates.EllipsoidGate("Blob", dims, [0.5, 0.5], [[0.01, 0], [0, 0.01]], 1.0), ("root",))
+    with open(tmp_path / "odd.xml", "wb") as fh:
+        fk.export_gatingml(s, fh)
+    with pytest.raises(GatingError, match=r"odd\.xml.*'Blob'.*EllipsoidGate"):
+        compile_template(tmp_path, "odd")

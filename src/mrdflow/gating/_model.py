@@ -290,7 +290,7 @@ class Strategy:
     @classmethod
     def from_flowkit(cls, strategy, *, where: str = "") -> Strategy:
         """The rectangles, polygons and booleans of a FlowKit strategy (a template); transforms
-        of the kinds above. Anything else is refused, naming the gate."""
+        of the kinds above. Any other gate or transform is refused, naming it."""
         import flowkit as fk
 
         s = cls()
@@ -304,9 +304,8 @@ class Strategy:
                 s.add_transform(tid, LinearTransform(float(t.param_t), float(t.param_a)))
             else:
                 raise ValueError(f"{where}transform {tid!r}: {type(t).__name__} is not supported in templates")
-        if strategy.comp_matrices:
-            raise ValueError(f"{where}compensation matrices in a template are not supported "
-                             f"({sorted(strategy.comp_matrices)}); use compensation-ref FCS")
+        # A template's own spillover matrices are not carried: placed gates use the tube's own
+        # compensation (``FCS``) or none, whatever matrix a template dimension names.
         for gid, path in strategy.get_gate_ids():
             g = strategy.get_gate(gid, gate_path=path)
             s.add_gate(_from_flowkit_gate(g, f"{where}gate {gid!r}: "), tuple(path))
