@@ -1,8 +1,6 @@
 # Configuration, sample sheet and panels: validated once when the workflow is parsed.
 import os
 
-import yaml
-
 from mrdflow.config import read_clinical, read_samples, resolve_path, validate_config
 from mrdflow.panels import load_panels
 # Output files, each named once in its stage's package:
@@ -76,19 +74,17 @@ def sample_templates(wildcards):
 
 
 def template_sources(wildcards):
-    """A panel's Gating-ML template and its rules files, the panels its rules ``extends`` included."""
-    out = [os.path.join(GATING_DIR, f"{wildcards.panel}.xml")]
-    name, seen = wildcards.panel, set()
-    while name and name not in seen:
-        seen.add(name)
-        path = os.path.join(GATING_DIR, f"{name}.yaml")
-        if not os.path.isfile(path):
-            break
-        out.append(path)
-        with open(path) as fh:
-            doc = yaml.safe_load(fh) or {}
-        name = doc.get("extends") if isinstance(doc, dict) else None
-    return out
+    """A panel's Gating-ML template and its rules files, the panels its rules ``extends`` included
+    (a rules file that cannot be read is listed alone: compile_template reports it, naming it)."""
+    from mrdflow.gating import GatingError, rules_files
+
+    xml, rules = os.path.join(GATING_DIR, f"{wildcards.panel}.xml"), os.path.join(GATING_DIR, f"{wildcards.panel}.yaml")
+    if not os.path.isfile(rules):
+        return [xml]
+    try:
+        return [xml, *map(str, rules_files(rules))]
+    except GatingError:
+        return [xml, rules]
 
 
 def _tube_size(path):

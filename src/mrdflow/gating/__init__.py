@@ -49,6 +49,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "load_compiled_template",
             "load_template",
             "rules_document",
+            "rules_files",
             "template_from_workspace",
         ],
         "_workspace": [

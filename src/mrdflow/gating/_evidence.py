@@ -88,8 +88,9 @@ TAIL_FRACTION = 0.05
 #: A population's two sides mirror each other: between its mode and a tail cut at mode + d there
 #: are about as many events as between mode - d and its mode. Half as many again (with at least
 #: :data:`RARE_EVENTS` more) is another population merging into its upper side, unresolved as a
-#: peak of its own, that the cut would count as this one (skew alone stays well below 1.5: a
-#: log-normal's upper side within 3 SDs holds under 1.3 times its lower side's events for a CV of 10%).
+#: peak of its own, that the cut would count as this one (skew alone stays below that: a
+#: log-normal's upper side within 3 SDs holds 1.15 times its lower side's events at a CV of 10%,
+#: 1.29 at 20%).
 TAIL_SYMMETRY = 1.5
 
 
@@ -221,8 +222,9 @@ def tail_evidence(values: np.ndarray, value: float, window: tuple[float, float],
 
     Sure when (a) the cut was not clipped to its window (a population whose upper end lies outside
     the window is not the one the template drew the gate around), (b) a population lies below the
-    cut and the density at the cut is at most :data:`TAIL_FRACTION` of its peak, and (c) no other
-    population lies between that population's mode and the cut (the cut would then run past it)."""
+    cut and the density at the cut is at most :data:`TAIL_FRACTION` of its peak, (c) no other
+    population lies between that population's mode and the cut (the cut would then run past it),
+    and (d) no unresolved population merges into its upper side (:data:`TAIL_SYMMETRY`)."""
     lo, hi = float(window[0]), float(window[1])
     edge = min(abs(value - lo), abs(hi - value))
     v = values[np.isfinite(values)]

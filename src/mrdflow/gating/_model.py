@@ -146,17 +146,17 @@ class Dimension:
     min: float | None = None
     max: float | None = None
 
+    def __post_init__(self):  # numpy scalars in, plain floats kept (JSON, Gating-ML)
+        self.min = None if self.min is None else float(self.min)
+        self.max = None if self.max is None else float(self.max)
+
     def as_json(self) -> dict:
         return {"id": self.id, "comp": self.compensation_ref, "xform": self.transformation_ref,
                 "min": self.min, "max": self.max}
 
     @classmethod
     def from_json(cls, d: Mapping) -> Dimension:
-        return cls(d["id"], d.get("comp", "uncompensated"), d.get("xform"), _num(d.get("min")), _num(d.get("max")))
-
-
-def _num(x) -> float | None:
-    return None if x is None else float(x)
+        return cls(d["id"], d.get("comp", "uncompensated"), d.get("xform"), d.get("min"), d.get("max"))
 
 
 @dataclass
@@ -324,7 +324,7 @@ class Strategy:
 
 
 def _from_flowkit_dims(dims: Iterable) -> tuple[Dimension, ...]:
-    return tuple(Dimension(d.id, d.compensation_ref, d.transformation_ref, _num(d.min), _num(d.max)) for d in dims)
+    return tuple(Dimension(d.id, d.compensation_ref, d.transformation_ref, d.min, d.max) for d in dims)
 
 
 def _from_flowkit_gate(g, where: str) -> Gate:

@@ -102,10 +102,10 @@ class Placement:
         kind = self.view.kind(dim)
         if kind == "fluorescence":
             comp = "FCS" if self.view.compensation is not None else "uncompensated"
-            return Dimension(self.view.pnn(dim), comp, FL_XFORM, _f(rmin), _f(rmax))
+            return Dimension(self.view.pnn(dim), comp, FL_XFORM, rmin, rmax)
         if kind == "scatter":
-            return Dimension(self.view.pnn(dim), "uncompensated", SCATTER_XFORM, _f(rmin), _f(rmax))
-        return Dimension(self.view.pnn(dim), "uncompensated", None, _f(rmin), _f(rmax))
+            return Dimension(self.view.pnn(dim), "uncompensated", SCATTER_XFORM, rmin, rmax)
+        return Dimension(self.view.pnn(dim), "uncompensated", None, rmin, rmax)
 
     def parent_mask(self, parent: str | None) -> np.ndarray:
         """The events of gate ``parent`` placed so far (None: every event)."""
@@ -356,10 +356,6 @@ GATE_PLACERS: dict[str, GatePlacer] = {
 }
 #: The placer of each template gate kind (``gate_type``, as FlowKit names the classes).
 _KINDS = {"RectangleGate": "rectangle", "PolygonGate": "polygon", "BooleanGate": "boolean"}
-
-
-def _f(x) -> float | None:
-    return None if x is None else float(x)
 
 
 def gate_methods() -> list[str]:

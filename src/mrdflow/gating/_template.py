@@ -210,27 +210,48 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def rules_document(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+def rules_document(path: str | Path) -> dict:
     """A ``<panel>.yaml`` placement-rules document, with ``extends: <panel>`` resolved: the named
     panel's rules (a file beside this one) first, then this file's ``gates`` replacing or adding
     whole gate rules and its ``expected.markers`` replacing or adding markers. A panel that only
     adds gates to another (``pb_nk_beads``: ``pb_nk`` plus counting beads) so writes only those."""
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise GatingError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(doc, dict):
-        raise GatingError(f"{path}: must be a mapping with 'gates' (and optionally 'expected', 'extends')")
-    base_name = doc.pop("extends", None)
-    if base_name is None:
-        return doc
-    base_path = path.with_name(f"{base_name}.yaml")
-    if base_path in _seen or base_path == path:
-        raise GatingError(f"{path}: extends {base_name!r} in a loop")
-    if not base_path.is_file():
-        raise GatingError(f"{path}: extends {base_name!r}, but {base_path} does not exist")
-    base = rules_document(base_path, (*_seen, path))
+    chain = _rules_chain(path)
+    merged = chain[-1][1]
+    for _, doc in reversed(chain[:-1]):
+        merged = _extended(merged, doc)
+    return merged
+
+
+def rules_files(path: str | Path) -> list[Path]:
+    """The rules files a ``<panel>.yaml`` reads: itself, then each panel it ``extends``."""
+    return [p for p, _ in _rules_chain(path)]
+
+
+def _rules_chain(path: str | Path) -> list[tuple[Path, dict]]:
+    """(file, its document without ``extends``) from ``path`` along its ``extends`` chain; a
+    loop, a missing base or a file that is no rules mapping is a :class:`GatingError` naming it."""
+    path, chain = Path(path), []
+    while True:
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise GatingError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(doc, dict):
+            raise GatingError(f"{path}: must be a mapping with 'gates' (and optionally 'expected', 'extends')")
+        base_name = doc.pop("extends", None)
+        chain.append((path, doc))
+        if base_name is None:
+            return chain
+        base_path = path.with_name(f"{base_name}.yaml")
+        if any(base_path == p for p, _ in chain):
+            raise GatingError(f"{path}: extends {base_name!r} in a loop")
+        if not base_path.is_file():
+            raise GatingError(f"{path}: extends {base_name!r}, but {base_path} does not exist")
+        path = base_path
+
+
+def _extended(base: dict, doc: dict) -> dict:
+    """``doc``'s rules laid over its base's (see :func:`rules_document`)."""
     merged = {**base, **{k: v for k, v in doc.items() if k not in ("gates", "expected")}}
     merged["gates"] = {**(base.get("gates") or {}), **(doc.get("gates") or {})}
     if base.get("expected") or doc.get("expected"):
