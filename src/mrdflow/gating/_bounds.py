@@ -568,26 +568,24 @@ def _robust_tail(values: np.ndarray, window: tuple[float, float], k: float) -> t
 
 def _gmm_threshold(values: np.ndarray, window: tuple[float, float], *, seed: int = 0,
                    max_events: int = 200_000) -> tuple[float, str]:
-    """Where two touching populations meet: a 2-component Gaussian mixture (scikit-learn) on the
-    events, threshold where the posterior of the two components is equal, inside the window.
+    """Where two touching populations meet: a 2-component Gaussian mixture fitted to the events
+    (:func:`fit_two_gaussians`), threshold where the posterior of the two components is equal,
+    inside the window.
 
     Used where a valley is too shallow to find (populations overlap). Falls back to the window's
     density minimum when the mixture does not put one component on each side of the window.
     """
-    from sklearn.mixture import GaussianMixture
-
     v = values[np.isfinite(values)].astype(np.float64)
     if v.size < 50:
         t, kind = threshold_valley(v, window[0] - 0.05, window[1] + 0.05, search=window)
         return t, f"gmm: too few events ({v.size}); {kind} {t:.3f}"
     if v.size > max_events:  # a seeded subsample: the fit needs the shapes, not every event
         v = np.random.default_rng(seed).choice(v, max_events, replace=False)
-    gm = GaussianMixture(n_components=2, random_state=seed, n_init=2).fit(v[:, None])
-    means = gm.means_.ravel()
+    weights, means, variances = fit_two_gaussians(v)
     lo_c, hi_c = int(np.argmin(means)), int(np.argmax(means))
     grid = np.linspace(window[0], window[1], 401)
-    post = gm.predict_proba(grid[:, None])
-    diff = post[:, hi_c] - post[:, lo_c]
+    log_p = _component_log_density(grid, weights, means, variances)
+    diff = log_p[:, hi_c] - log_p[:, lo_c]  # same sign as the posteriors' difference
     cross = np.flatnonzero(np.diff(np.sign(diff)) > 0)
     if means[lo_c] >= window[1] or means[hi_c] <= window[0] or cross.size == 0:
         t, kind = threshold_valley(v, float(v.min()) - 0.05, float(v.max()) + 0.05, search=window)
@@ -595,7 +593,58 @@ def _gmm_threshold(values: np.ndarray, window: tuple[float, float], *, seed: int
     i = int(cross[0])
     t = float(grid[i] + (grid[i + 1] - grid[i]) * (-diff[i]) / (diff[i + 1] - diff[i]))
     return t, (f"gmm: equal posterior {t:.3f} between components at {means[lo_c]:.2f} "
-               f"({gm.weights_[lo_c]:.0%}) and {means[hi_c]:.2f} ({gm.weights_[hi_c]:.0%})")
+               f"({weights[lo_c]:.0%}) and {means[hi_c]:.2f} ({weights[hi_c]:.0%})")
+
+
+# A 1-D two-component mixture fitted by EM, written out rather than scikit-learn's GaussianMixture:
+# importing sklearn.mixture costs ~1.5 s (measured), more than the whole rest of a marrow tube's
+# gating, and the 1-D case is a few lines of the textbook EM. Same model as GaussianMixture(2)
+# (full = scalar variances, reg_covar 1e-6 added to each variance); tests compare the threshold
+# with scikit-learn's.
+_GMM_REG = 1e-6
+_GMM_TOL = 1e-10      # stop when the mean log-likelihood per event changes less than this
+_GMM_MAX_ITER = 2000
+
+
+def _component_log_density(x: np.ndarray, weights, means, variances) -> np.ndarray:
+    """log(weight_k * N(x; mean_k, variance_k)) for each x (rows) and component (columns)."""
+    x = np.asarray(x, np.float64)[:, None]
+    return (np.log(weights) - 0.5 * np.log(2 * np.pi * variances)
+            - 0.5 * (x - means) ** 2 / variances)
+
+
+def fit_two_gaussians(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weights, means, variances) of a two-component Gaussian mixture fitted to 1-D ``v`` by
+    expectation-maximisation, started from a 1-D 2-means split (deterministic: no random
+    restarts are needed in one dimension, where the 2-means optimum is found by scanning the
+    sorted values)."""
+    x = np.sort(np.asarray(v, np.float64))
+    n = x.size
+    # 2-means in 1-D: the split of the sorted values that minimises the within-cluster sum of
+    # squares, found exactly from prefix sums.
+    c1, c2 = np.cumsum(x), np.cumsum(x * x)
+    k = np.arange(1, n)
+    left = c2[:-1] - c1[:-1] ** 2 / k
+    right = (c2[-1] - c2[:-1]) - (c1[-1] - c1[:-1]) ** 2 / (n - k)
+    split = int(np.argmin(left + right)) + 1
+    resp = np.zeros((n, 2))
+    resp[:split, 0] = 1.0
+    resp[split:, 1] = 1.0
+    last = -np.inf
+    for _ in range(_GMM_MAX_ITER):
+        nk = resp.sum(axis=0) + 10 * np.finfo(np.float64).eps
+        means = (resp * x[:, None]).sum(axis=0) / nk
+        variances = (resp * (x[:, None] - means) ** 2).sum(axis=0) / nk + _GMM_REG
+        weights = nk / n
+        log_p = _component_log_density(x, weights, means, variances)
+        top = log_p.max(axis=1, keepdims=True)
+        log_norm = top[:, 0] + np.log(np.exp(log_p - top).sum(axis=1))
+        resp = np.exp(log_p - log_norm[:, None])
+        ll = float(log_norm.mean())
+        if abs(ll - last) < _GMM_TOL:
+            break
+        last = ll
+    return weights, means, variances
 
 
 #: Bound methods by the name a template rule's ``method:`` gives (in the order messages list them).

@@ -207,7 +207,8 @@ def combine_boolean(op: str, operands: Iterable[tuple[np.ndarray, bool]]) -> np.
 
 
 #: What a population evaluates: called as test(values_of, n_rows, refs) -> bool array of n_rows,
-#: where values_of(feature) gives the feature on the rows evaluated and refs(path) a population's
+#: where values_of(feature[, rows]) gives the feature on the rows evaluated (or on those of them at
+#: positions ``rows``) and refs(path) a population's
 #: membership on the whole chunk (used by boolean gates, which always see the whole chunk).
 _GateTest = _RangeTest | _PolygonTest | _EllipsoidTest | _BooleanTest
 

@@ -338,3 +338,13 @@ def apply_transform(transform, values: np.ndarray, out_dtype=np.float64) -> np.n
         fl = fast_logicle(transform.param_t, transform.param_w, transform.param_m, transform.param_a)
         return fl.scale(values, out_dtype=out_dtype)
     return np.asarray(transform.apply(np.asarray(values, dtype=np.float64)), dtype=out_dtype)
+
+
+def transform_inverse(transform, values: np.ndarray) -> np.ndarray:
+    """Data values of gate-unit ``values`` (float64) under ``transform``, ours or FlowKit's: the
+    inverse of :func:`apply_transform` (for a logicle, of the vectorised logicle it evaluates)."""
+    values = np.asarray(values, dtype=np.float64)
+    if type(transform).__name__ == "LogicleTransform":
+        return fast_logicle(transform.param_t, transform.param_w, transform.param_m, transform.param_a).inverse(values)
+    shaped = values.reshape(-1, 1)
+    return np.asarray(transform.inverse(shaped), dtype=np.float64).reshape(values.shape)
