@@ -152,7 +152,7 @@ def test_validate_config_fills_every_default_from_the_schema():
     assert cfg["panels"]["ngf_tube1"]["compensation"] == "fcs"
     assert cfg["simulate"] == {"enabled": False, "seed": 596, "events_scale": 1.0, "instrument": None, "biology": None}
     assert cfg["clustering"]["reference"] == "resources/reference/normal_pc.yaml"
-    assert cfg["sample"] == {"min_events": 1000, "plots": True, "placement_events": 5_000_000}
+    assert cfg["sample"] == {"min_events": 1000, "plots": True, "placement_events": 1_000_000}
     assert {k: v for k, v in cfg["cohort"].items() if k != "associations"} == {
         "cart_lloq_cells_per_ul": 1.0, "auc_window_days": 28, "seed": 596, "n_boot": 5000, "n_perm": 20000,
         "nk_recovery": {"fraction_of_baseline": 0.5, "cells_per_ul": None}}

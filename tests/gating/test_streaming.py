@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 import mrdflow.demo._simulate as sim
-from mrdflow.gating import StreamedGating, TubeView, compensation_for, gate_tube, gate_tube_streamed, load_template
+from mrdflow.gating import (
+    GateEngine,
+    StreamedGating,
+    TubeView,
+    compensation_for,
+    gate_tube,
+    gate_tube_streamed,
+    load_template,
+)
 from mrdflow.io import read_fcs, read_header
 from mrdflow.panels import load_panels, resolve_panel
 
@@ -95,7 +103,13 @@ def test_smaller_placement_sample_counts_every_event(tubes):
     path = folder / next(r["fcs"] for r in rows if r["panel"] == "ngf_tube2")
     mem = _in_memory(path, "ngf_tube2")
     st = _streamed(path, "ngf_tube2", placement_events=6000)
-    assert st.sample.n_events == 6000 and st.qc["placement"] == {"events": 6000, "of": 20000, "seed": 0}
+    placement = dict(st.qc["placement"])
+    candidates = placement.pop("candidates")
+    assert st.sample.n_events == 6000 and placement == {"events": 6000, "of": 20000, "seed": 0}
+    # the PC gate (and its kappa/lambda children) placed again on every CD138+ or CD38+ event
+    assert candidates["boxes"]["PC"] == [{"CD138": [0.45, None]}, {"CD38": [pytest.approx(0.55), None]}]
+    assert candidates["placed_on"] == "sample and candidates", candidates.get("why")
+    assert st.count("PC") <= candidates["events"] < 20000
     # the time QC's removed fraction is over every event too
     assert st.qc["time"]["removed_fraction"] == 1 - st.count("TimeOK") / st.n_events
     assert st.n_events == 20000
@@ -155,7 +169,7 @@ def test_analyse_sample_streams_above_placement_events(tubes, tmp_path):
     cfg = {"panels": {p: {"transform": TRANSFORMS, "compensation": "fcs"} for p in ("ngf_tube1", "ngf_tube2")},
            "sample": {"plots": True}}
     settings = settings_from_config(cfg, load_panels(PANELS), GATING, workdir=REPO)
-    assert settings.placement_events == 5_000_000  # the default: these 20 000-event tubes are read whole
+    assert settings.placement_events == 1_000_000  # the default: these 20 000-event tubes are read whole
     # 100 time bins for both runs (the default asks 200 events a bin, which a 12 000-event sample
     # cannot fill: its segments would be cut on a coarser grid)
     from mrdflow.gating import QCSettings
@@ -235,3 +249,65 @@ def test_nk_tube_with_fmo_streamed(tmp_path):
     assert small["tubes"]["nk"]["placement_events"] == n // 2
     assert small["nk"]["nk_count"] == int(np.load(tmp_path / "small" / "nk_events.npz")["values"].shape[0])
     assert abs(small["nk"]["nkg2a_pct"] - mem["nk"]["nkg2a_pct"]) <= 2.0  # percentage points
+
+
+@pytest.fixture(scope="module")
+def rare(tmp_path_factory):
+    """PT08's week-4 marrow: 10^5 events a tube, ~40 plasma cells (an MRD-level population)."""
+    out = tmp_path_factory.mktemp("rare")
+    design = sim.load_design(TINY_DESIGN)
+    rows = [r for r in sim.read_samples_tsv(TINY_SAMPLES) if r["sample_id"] == "PT08_BM_week4"]
+    for r in rows:
+        sim.simulate_file(r, design, out, seed=596)
+    return out, rows
+
+
+def _bounds(g, gate="PC"):
+    return next(s for s in g.steps if s.gate_id == gate).bounds
+
+
+@pytest.mark.parametrize("panel", ["ngf_tube1", "ngf_tube2"])
+def test_rare_gate_placed_on_every_candidate(rare, panel):
+    """On a 10% sample a ~40-event PC population is ~4 events; the PC gate is placed again on the
+    sample plus every CD138+ or CD38+ event of the tube, so its CD38 cut is the whole tube's, and
+    its count and kept events are exact (every event of the final gates, counted in memory)."""
+    folder, rows = rare
+    path = folder / next(r["fcs"] for r in rows if r["panel"] == panel)
+    mem = _in_memory(path, panel)
+    st = _streamed(path, panel, placement_events=10_000)
+    cand = st.qc["placement"]["candidates"]
+    assert cand["placed_on"] == "sample and candidates", cand.get("why")
+    assert mem.count("PC") <= cand["events"] < 0.2 * st.n_events
+    assert cand["placement_events"] > 10_000
+    assert _bounds(st)["CD38"][0] == pytest.approx(_bounds(mem)["CD38"][0], abs=0.005)
+    # counts over every event, the re-placed PC subtree included, equal a whole-tube evaluation
+    d = read_fcs(path)
+    resolved, comp = _setup(path, panel)
+    whole = GateEngine(st.strategy).evaluate(d.scale_in_place(), d.pnn, sample_comp=(list(comp.detectors), comp.spill))
+    for s in st.steps:
+        assert st.count(s.gate_id) == whole.count(s.gate_id), s.gate_id
+    flags = ("PC_kappa", "PC_lambda") if panel == "ngf_tube2" else ()
+    kept = st.events_in("PC", flags)
+    assert kept.values.shape[0] == st.count("PC") > 20
+    for f in flags:
+        assert int(kept.flags[f].sum()) == st.count(f)
+    # the plots' sample is gated by the final gates
+    assert st.sample.count("PC") == int(st.mask("PC").sum())
+
+
+def test_rare_gate_outside_its_candidates_keeps_the_sample_placement(rare, monkeypatch):
+    """When the second placement reads outside the candidates (here: a region drawn too tight on
+    purpose), the sample's placement stands and the QC says why; counts stay exact."""
+    import mrdflow.gating._candidates as cands
+
+    monkeypatch.setattr(cands, "MARGIN", -0.2)  # the within-gate region starts 0.2 above the CD38 window
+    folder, rows = rare
+    path = folder / next(r["fcs"] for r in rows if r["panel"] == "ngf_tube1")
+    st = _streamed(path, "ngf_tube1", placement_events=10_000)
+    cand = st.qc["placement"]["candidates"]
+    assert cand["placed_on"] == "sample"
+    assert cand["why"].startswith("PC CD138.min read events outside its candidates")
+    d = read_fcs(path)
+    resolved, comp = _setup(path, "ngf_tube1")
+    whole = GateEngine(st.strategy).evaluate(d.scale_in_place(), d.pnn, sample_comp=(list(comp.detectors), comp.spill))
+    assert st.count("PC") == whole.count("PC") == st.events_in("PC").values.shape[0]

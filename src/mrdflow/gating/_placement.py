@@ -77,6 +77,9 @@ class Placement:
         self.strategy.add_transform(FL_XFORM, make_transform(view.transform_specs["fluorescence"]))
         self.strategy.add_transform(SCATTER_XFORM, make_transform(view.transform_specs["scatter"]))
         self.paths: dict[str, tuple[str, ...]] = {}
+        #: None, or which events of ``view`` are a uniform sample of the tube (the rest: every
+        #: candidate of a rare gate, see mrdflow.gating._candidates)
+        self.uniform: np.ndarray | None = None
 
     def place(self) -> None:
         """Place every template gate, parents (and gates a rule refers to) first."""

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mrdflow.gating._candidates import CandidatePlan, boxes_as_json, candidate_plans, region_strategy, subtree_ids
 from mrdflow.gating._engine import GateEngine, available_cpus
-from mrdflow.gating._placement import AllEvents, edge_between, either, finite_max
+from mrdflow.gating._model import Strategy
+from mrdflow.gating._placement import ROOT, AllEvents, Placement, TemplateGate, edge_between, either, finite_max
 from mrdflow.gating._qc import QCSettings
 from mrdflow.gating._result import KeptEvents, StreamedGating, TubeGating, nonfinite_rows
-from mrdflow.gating._rules import GatingError
+from mrdflow.gating._rules import GateRule, GatingError
 from mrdflow.gating._template import GatingTemplate
 from mrdflow.gating._transforms import Compensation
 from mrdflow.gating._tube import gate_tube
@@ -99,9 +101,10 @@ class _StreamEvents(AllEvents):
 
 
 
-def _placement_sample(source: _Source, n_keep: int, seed: int) -> tuple[FCSData, _StreamEvents]:
+def _placement_sample(source: _Source, n_keep: int, seed: int) -> tuple[FCSData, np.ndarray, _StreamEvents]:
     """One pass over the file: a uniform random sample of exactly ``min(n_keep, n)`` events (in
-    file order, so Time stays ordered) and the all-event minima/maxima placement needs.
+    file order, so Time stays ordered), their row numbers in the file, and the all-event
+    minima/maxima placement needs.
 
     Each chunk contributes a hypergeometric share of the remaining sample (sequential sampling
     without replacement), so the sample is uniform over the tube and memory is the sample plus
@@ -112,6 +115,7 @@ def _placement_sample(source: _Source, n_keep: int, seed: int) -> tuple[FCSData,
     k_left, n_left = min(int(n_keep), n), n
     rng = np.random.default_rng(seed)
     out = np.empty((k_left, header.n_parameters), np.float32)
+    index = np.empty(k_left, np.int64)
     filled = 0
     tmin: float | None = None
     tmax: float | None = None
@@ -119,11 +123,12 @@ def _placement_sample(source: _Source, n_keep: int, seed: int) -> tuple[FCSData,
     scatter = [d for d in source.resolved.index if d != "Time" and d not in fluorescence]
     maxima: dict[str, float | None] = {d: None for d in scatter}
     has_time = "Time" in source.resolved.index
-    for _, chunk in source.chunks():
+    for start, chunk in source.chunks():
         m = chunk.n_events
         take = int(rng.hypergeometric(m, n_left - m, k_left)) if n_left > m else k_left
-        rows = np.sort(rng.choice(m, take, replace=False)) if take < m else slice(None)
+        rows = np.sort(rng.choice(m, take, replace=False)) if take < m else np.arange(m)
         out[filled:filled + take] = chunk.events[rows]
+        index[filled:filled + take] = start + rows
         filled += take
         k_left -= take
         n_left -= m
@@ -138,7 +143,7 @@ def _placement_sample(source: _Source, n_keep: int, seed: int) -> tuple[FCSData,
     if filled != out.shape[0]:  # the file changed under us
         raise GatingError(f"{source.name}: read {filled} placement events, expected {out.shape[0]}")
     span = (tmin, tmax) if tmin is not None else None
-    return FCSData.from_events(header, out), _StreamEvents(source, span, maxima)
+    return FCSData.from_events(header, out), index, _StreamEvents(source, span, maxima)
 
 
 def _drain(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -161,7 +166,7 @@ def _drain(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype) -> np.n
 def gate_tube_streamed(template: GatingTemplate, tube: OpenTube | str | Path, resolved: ResolvedPanel | None = None,
                        compensation: Compensation | None = None, transforms: Mapping[str, Mapping] | None = None, *,
                        qc_settings: QCSettings = _QC_DEFAULTS, fmo: TubeGating | StreamedGating | None = None,
-                       placement_events: int = 5_000_000, chunk_events: int = 1 << 20,
+                       placement_events: int = 1_000_000, chunk_events: int = 1 << 20,
                        keep: Mapping[str, Sequence[str]] | None = None, seed: int = 0, name: str = "",
                        workers: int | None = None, chunk_size: int = 1 << 18) -> StreamedGating:
     """Gate a tube too large to hold: place on a sample, count every event in a stream.
@@ -194,14 +199,27 @@ def gate_tube_streamed(template: GatingTemplate, tube: OpenTube | str | Path, re
         tube = OpenTube(str(tube), name or str(tube), read_header(tube), resolved, compensation, dict(transforms))
     workers = int(workers or available_cpus(4))
     source = _Source(tube, chunk_events, workers)
-    sample_fcs, all_events = _placement_sample(source, placement_events, seed)
+    sample_fcs, sample_index, all_events = _placement_sample(source, placement_events, seed)
     sample_view = source.view(sample_fcs)
-    sample = gate_tube(template, sample_view, qc_settings=qc_settings, fmo=getattr(fmo, "sample", fmo),
+    fmo_sample = getattr(fmo, "sample", fmo)
+    sample = gate_tube(template, sample_view, qc_settings=qc_settings, fmo=fmo_sample,
                        chunk_size=chunk_size, events=all_events)
     engine = GateEngine(sample.strategy, chunk_size=chunk_size, workers=workers)
     step_ids = {s.gate_id for s in sample.steps}
     keep = {g: list(f) for g, f in (keep or {}).items() if g in step_ids}
-    counts, nonfinite, n, kept = _count_every_event(source, engine, keep, step_ids)
+    plans = candidate_plans(template, sample.steps, list(keep), sample_view) if not template.static else []
+    region = None
+    if plans:
+        rs, rids = region_strategy(plans, Placement(template, sample_view, qc_settings).dimension,
+                                   sample.strategy.transformations)
+        region = _Region(GateEngine(rs, chunk_size=chunk_size, workers=workers), rids,
+                         max(2 * int(placement_events), 1_000_000))
+    counts, nonfinite, n, kept = _count_every_event(source, engine, keep, step_ids, region)
+    candidates_qc = {}
+    if plans:
+        sample, counts, kept, candidates_qc = _place_on_candidates(
+            template, sample, sample_index, plans, region, source, counts, kept, keep,
+            qc_settings=qc_settings, fmo=fmo_sample, chunk_size=chunk_size, workers=workers)
     resolve = sample.result.resolve
     steps = []
     for st in sample.steps:
@@ -218,13 +236,48 @@ def gate_tube_streamed(template: GatingTemplate, tube: OpenTube | str | Path, re
             qc["time"] = {**qc["time"], "removed_fraction": removed,
                           "failed": removed > qc_settings.max_removed_fraction}
     qc["placement"] = {"events": int(sample.n_events), "of": int(n), "seed": int(seed)}
+    if candidates_qc:
+        qc["placement"]["candidates"] = candidates_qc
     return StreamedGating(sample.strategy, steps, qc, sample, n, nonfinite, kept, counts)
 
 
-def _count_every_event(source: _Source, engine: GateEngine, keep: Mapping[str, list[str]], step_ids: set[str]
+class _Region:
+    """The candidate regions' gates (``engine``, gate ids) and what the pass collected: the
+    events in any of them (at most ``limit``; past it, none are kept) and their row numbers."""
+
+    def __init__(self, engine: GateEngine, ids: list[str], limit: int):
+        self.engine, self.ids, self.limit = engine, ids, int(limit)
+        self.parts: list[np.ndarray] = []
+        self.rows: list[np.ndarray] = []
+        self.n = 0
+        self.overflow = False
+
+    def collect(self, start: int, events: np.ndarray, pnn, sample_comp, pns) -> None:
+        if self.overflow:
+            return
+        res = self.engine.evaluate(events, pnn, sample_comp=sample_comp, pns=pns)
+        inside = np.logical_or.reduce([res.membership(g) for g in self.ids])
+        rows = np.flatnonzero(inside)
+        self.n += rows.size
+        if self.n > self.limit:
+            self.overflow = True
+            self.parts, self.rows = [], []
+            return
+        self.parts.append(events[rows])
+        self.rows.append(start + rows)
+
+    def events(self, n_parameters: int) -> tuple[np.ndarray, np.ndarray]:
+        """(collected events, their row numbers), in file order."""
+        return (_drain(self.parts, (0, n_parameters), np.float32),
+                _drain(self.rows, (0,), np.int64))
+
+
+def _count_every_event(source: _Source, engine: GateEngine, keep: Mapping[str, list[str]], step_ids: set[str],
+                       region: _Region | None = None
                        ) -> tuple[dict[tuple[str, ...], int], int, int, dict[str, KeptEvents]]:
     """The streaming pass: (events per population path, non-finite events, events, the kept
-    events of each population in ``keep``), evaluating ``engine`` on one chunk at a time."""
+    events of each population in ``keep``), evaluating ``engine`` on one chunk at a time; the
+    candidate events of ``region`` are collected on the way."""
     header = source.header
     compensation = source.compensation
     sample_comp = (list(compensation.detectors), compensation.spill) if compensation is not None else None
@@ -235,9 +288,11 @@ def _count_every_event(source: _Source, engine: GateEngine, keep: Mapping[str, l
     flag_parts: dict[str, dict[str, list[np.ndarray]]] = {
         g: {f: [] for f in fl if f in step_ids} for g, fl in keep.items()}
     n = 0
-    for _, chunk in source.chunks():
+    for start, chunk in source.chunks():
         ev = chunk.events
         res = engine.evaluate(ev, header.pnn, sample_comp=sample_comp, pns=header.pns)
+        if region is not None:
+            region.collect(start, ev, header.pnn, sample_comp, header.pns)
         for p in counts:
             counts[p] += res.count(p)
         nonfinite += nonfinite_rows(ev)
@@ -259,3 +314,91 @@ def _count_every_event(source: _Source, engine: GateEngine, keep: Mapping[str, l
         flags = {f: _drain(v, (0,), bool) for f, v in flag_parts[g].items()}
         kept[g] = KeptEvents(g, markers, values, flags)
     return counts, nonfinite, n, kept
+
+
+def _place_on_candidates(template: GatingTemplate, sample: TubeGating, sample_index: np.ndarray,
+                         plans: list[CandidatePlan], region: _Region, source: _Source,
+                         counts: dict[tuple[str, ...], int], kept: dict[str, KeptEvents],
+                         keep: Mapping[str, list[str]], *, qc_settings: QCSettings, fmo, chunk_size: int,
+                         workers: int):
+    """The kept gates of ``plans`` placed again on the sample plus every candidate event
+    (:mod:`mrdflow.gating._candidates`). Returns (the sample's gating under the final strategy,
+    counts, kept events, the QC record); the sample's placement stands, and the record says why,
+    when the candidates overflowed or the second placement read outside them."""
+    header = source.header
+    record = {"boxes": boxes_as_json(plans), "events": int(region.n)}
+    if region.overflow:
+        record["placed_on"] = "sample"
+        record["why"] = f"more than {region.limit} candidate events"
+        return sample, counts, kept, record
+    cand_events, cand_rows = region.events(header.n_parameters)
+    # The placement view: the sample plus the candidates it lacks, in file order; `uniform` marks
+    # the sample's own events.
+    extra = ~np.isin(cand_rows, sample_index, assume_unique=True)
+    rows = np.concatenate([sample_index, cand_rows[extra]])
+    order = np.argsort(rows, kind="stable")
+    events = np.concatenate([sample.view.raw, cand_events[extra]])[order]
+    uniform = np.concatenate([np.ones(sample_index.size, bool), np.zeros(int(extra.sum()), bool)])[order]
+    view = source.view(FCSData.from_events(header, events))
+    comp = source.compensation
+    sample_comp = (list(comp.detectors), comp.spill) if comp is not None else None
+    on_view = GateEngine(sample.strategy, chunk_size=chunk_size, workers=workers).evaluate(
+        events, header.pnn, sample_comp=sample_comp, pns=header.pns)
+    redo = subtree_ids(plans)
+    p = Placement(template, view, qc_settings, fmo=fmo)
+    p.uniform = uniform
+    for gid, path in sample.strategy.get_gate_ids():
+        if gid in redo:
+            continue
+        p.strategy.add_gate(sample.strategy.get_gate(gid, path), path)
+        p.paths[gid] = tuple(path) + (gid,)
+        p.masks[gid] = np.asarray(on_view.membership(tuple(path) + (gid,)))
+    for gid, tpath in template.gate_order():
+        if gid not in redo:
+            continue
+        parent = tpath[-1] if len(tpath) > 1 else None
+        gate = TemplateGate(gid, template.strategy.get_gate(gid, gate_path=tpath), parent,
+                            p.paths[parent] if parent else (ROOT,), template.rules.get(gid, GateRule(gid, "fixed")))
+        p._placer_for(gate)(p, gate)
+    placed = {st.gate_id: st for st in p.steps}
+    why = [w for w in (plan.covers(placed) for plan in plans) if w]
+    record["placement_events"] = int(events.shape[0])
+    if why:
+        record["placed_on"] = "sample"
+        record["why"] = "; ".join(why)
+        return sample, counts, kept, record
+    record["placed_on"] = "sample and candidates"
+    final = Strategy()
+    for tid, t in sample.strategy.transformations.items():
+        final.add_transform(tid, t)
+    for gid, path in sample.strategy.get_gate_ids():
+        final.add_gate(p.strategy.get_gate(gid, path), path)
+    # The subtrees' events all lie among the candidates: their counts and kept events from those.
+    on_candidates = GateEngine(final, chunk_size=chunk_size, workers=workers).evaluate(
+        cand_events, header.pnn, sample_comp=sample_comp, pns=header.pns)
+    counts = dict(counts)
+    for path in on_candidates.paths:
+        if path[-1] in redo:
+            counts[path] = on_candidates.count(path)
+    kept = dict(kept)
+    markers = [m.name for m in source.resolved.panel.markers]
+    have = {st.gate_id for st in sample.steps}
+    for g, flags in keep.items():
+        if g not in redo:
+            continue
+        m = np.asarray(on_candidates.membership(g))
+        rows_view = source.view(FCSData.from_events(header, cand_events[m]), 1)
+        rows_view.prefetch(markers)
+        values = (np.column_stack([rows_view.values(mk) for mk in markers]).astype(np.float32, copy=False)
+                  if m.any() else np.zeros((0, len(markers)), np.float32))
+        kept[g] = KeptEvents(g, markers, values,
+                             {f: np.asarray(on_candidates.membership(f))[m] for f in flags if f in have})
+    # The sample's own gating under the final gates (plots, distribution read-outs).
+    steps = [placed.get(st.gate_id, st) if st.gate_id in redo else st for st in sample.steps]
+    on_sample = GateEngine(final, chunk_size=chunk_size, workers=workers).evaluate(
+        sample.view.raw, header.pnn, sample_comp=sample_comp, pns=header.pns)
+    for st in steps:
+        st.count = int(on_sample.count(st.path or st.gate_id))
+        st.parent_count = int(on_sample.count(st.path[:-1] if st.path else st.parent)) if st.parent \
+            else on_sample.n_events
+    return TubeGating(final, on_sample, steps, sample.view, sample.qc), counts, kept, record
