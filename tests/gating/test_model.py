@@ -127,7 +127,8 @@ settings = settings_from_config(cfg, load_panels(repo / "resources/panels"), rep
                                 reference=resolve_path(cfg["clustering"]["reference"], repo), compiled_dir=templates)
 tubes = [t for t in read_samples(repo / "config/test/samples.tsv") if t.sample_id == "PT01_PB_baseline_nk"]
 analyse_sample("PT01_PB_baseline_nk", tubes, data, settings, out)
-print(sorted(m for m in ("flowkit", "bokeh", "pandas", "sklearn", "scipy.stats", "scipy.signal", "scipy.optimize")
+print(sorted(m for m in ("flowkit", "bokeh", "pandas", "sklearn", "scipy.stats", "scipy.signal", "scipy.optimize",
+                   "scipy.ndimage", "distributed")
             if m in sys.modules))
 """
 

@@ -80,7 +80,13 @@ def _events(n: int, seed: int, dtype=np.float32, compensated: bool = True) -> np
     specials = ev[:6].copy()
     specials[0, 2], specials[1, 3], specials[2, 4] = np.nan, np.inf, -np.inf
     specials[3, 0], specials[4, 1] = np.nan, np.inf
-    return np.vstack([ev, *rows, specials])
+    # Cells, Time and FL1 inside Box, then one non-finite channel each: the vectorised logicle
+    # maps NaN and infinities to its minimum, asinh keeps them, so only the transform can say.
+    fl1 = float(transform_inverse(XFORMS["logicle"], np.array([0.6]))[0])
+    cell = np.array([0.5 * 262144, 0.4 * 262144, fl1, 300.0, 300.0, 50.0])
+    odd = np.tile(cell, (6, 1))
+    odd[0, 2], odd[1, 2], odd[2, 3], odd[3, 3], odd[4, 4], odd[5, 4] = np.inf, np.nan, np.nan, np.inf, np.nan, np.inf
+    return np.vstack([ev, *rows, specials, odd.astype(dtype)])
 
 
 @pytest.mark.parametrize(("seed", "dtype", "compensated"),
@@ -112,8 +118,10 @@ def test_events_on_the_rounding_band_are_decided_by_the_transform():
     assert rb is not None and rb.below < rb.above
     x = np.linspace(rb.below - 5 * (rb.above - rb.below), rb.above + 5 * (rb.above - rb.below), 2001)
     t = apply_transform(xform, x.reshape(-1, 1)).reshape(-1)
-    over, unsure = rb.sides(x)
+    over, unsure = rb.decide(x, lower=True)
     assert np.array_equal(over[~unsure], t[~unsure] >= 0.55)
+    under, band = rb.decide(x, lower=False)
+    assert np.array_equal(band, unsure) and np.array_equal(under[~band], t[~band] < 0.55)
     assert unsure.any() and not unsure[x < rb.below].any()
 
 

@@ -139,9 +139,9 @@ def test_streaming_reads_one_chunk_at_a_time(tubes, monkeypatch):
     asked = []
     real = reader._read_rows
 
-    def spy(fh, header, start, stop, out_dtype):
+    def spy(fh, header, start, stop, out_dtype, **kw):
         asked.append(stop - start)
-        return real(fh, header, start, stop, out_dtype)
+        return real(fh, header, start, stop, out_dtype, **kw)
 
     def refuse(*a, **k):
         raise AssertionError("the streamed path read the whole tube")

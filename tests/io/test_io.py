@@ -531,18 +531,23 @@ def test_duplicate_pnn_is_refused(tmp_path):
     ids=["I16", "I-mixed", "F", "D", "A"],
 )
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
-def test_iter_events_chunks_equal_read_fcs(tmp_path, datatype, bits, values, byteorder, chunk):
+@pytest.mark.parametrize("reuse", [False, True])
+def test_iter_events_chunks_equal_read_fcs(tmp_path, datatype, bits, values, byteorder, chunk, reuse):
     path = write_fcs(tmp_path / "s.fcs", values, datatype=datatype, bits=bits, byteorder=byteorder,
                      keywords={"$P1G": "2.0"})
     whole = read_fcs(path)
     starts, parts, scaled = [], [], []
-    for start, part in iter_events(path, chunk_events=chunk):
+    buffers = set()
+    for start, part in iter_events(path, chunk_events=chunk, reuse=reuse):
         assert part.n_events == part.channel_values.shape[0] <= chunk
+        buffers.add(part.channel_values.__array_interface__["data"][0])
         assert part.pnn == whole.pnn
         starts.append(start)
         parts.append(part.channel_values.copy())
         scaled.append(part.scale_in_place().copy())
     assert starts == list(range(0, values.shape[0], chunk))
+    if reuse and datatype == "F" and len(starts) > 2:  # read straight into one buffer
+        assert len(buffers) == 1
     np.testing.assert_array_equal(np.concatenate(parts), whole.channel_values)
     np.testing.assert_array_equal(np.concatenate(scaled), whole.scaled())
 

@@ -465,8 +465,9 @@ def _negative(ctx: BoundContext) -> float | None:
     ``given``. The candidates are left out because a large CD38-dim clone would otherwise be the
     parent's lowest mode and pass for the negative population."""
     parent = ctx.parent_mask
-    if ctx.placement.uniform is not None:  # a sample plus a rare gate's candidates: the sample's
-        parent = parent & ctx.placement.uniform  # events alone show the other populations as they are
+    uniform = getattr(ctx.placement, "uniform", None)
+    if uniform is not None:  # a sample plus a rare gate's candidates: the sample's
+        parent = parent & uniform  # events alone show the other populations as they are
     others = parent & ~_selection(ctx.placement, ctx.rule, parent)
     mask = others if ctx.rule.given and int(others.sum()) >= MIN_EVENTS else parent
     return negative_mode(ctx.placement.view.values(ctx.dim)[mask], ctx.window)

@@ -26,8 +26,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from mrdflow.gating._bounds import BOUND_METHODS
 from mrdflow.gating._model import RectangleGate, Strategy
 from mrdflow.gating._result import GateStep
@@ -61,7 +59,8 @@ class CandidatePlan:
             if not _inside(read, region):
                 return f"{self.gate_id} {key} read events outside its candidates ({_fmt(read)} not in {_fmt(region)})"
         if not any(_inside(gate.bounds, box) for box in self.boxes):
-            return f"{self.gate_id} {_fmt(gate.bounds)} is not inside its candidates {' or '.join(map(_fmt, self.boxes))}"
+            boxes = " or ".join(map(_fmt, self.boxes))
+            return f"{self.gate_id} {_fmt(gate.bounds)} is not inside its candidates {boxes}"
         return None
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Density", "density", "find_peaks", "peaks", "valley_between", "threshold_valley"]
+__all__ = ["Density", "density", "find_peaks", "gaussian_smooth", "peaks", "valley_between", "threshold_valley"]
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,6 @@ def density(values: np.ndarray, lo: float, hi: float, *, bins: int = 512, bandwi
     ``bandwidth`` is in axis units; default is Silverman's rule on the robust spread (IQR/1.34),
     floored at 1.5 bins. Values outside the range are ignored.
     """
-    from scipy.ndimage import gaussian_filter1d  # imported here: scipy.signal/ndimage are slow to import
-
     v = np.asarray(values)
     v = v[np.isfinite(v)]
     v = v[(v >= lo) & (v <= hi)]
@@ -56,9 +54,37 @@ def density(values: np.ndarray, lo: float, hi: float, *, bins: int = 512, bandwi
         spread = min(np.std(v), (q75 - q25) / 1.34) or np.std(v) or step
         bandwidth = 0.9 * spread * v.size ** (-0.2)
     sigma_bins = max(bandwidth / step, 1.5)
-    y = gaussian_filter1d(counts.astype(np.float64), sigma_bins, mode="constant")
+    y = gaussian_smooth(counts.astype(np.float64), sigma_bins, mode="constant")
     total = y.sum() * step
     return Density(x, y / total if total > 0 else y, int(v.size))
+
+
+def gaussian_smooth(y: np.ndarray, sigma: float, *, mode: str = "reflect", truncate: float = 4.0) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter1d(y, sigma, mode=mode, truncate=truncate)`` for a 1-D float64
+    ``y``, ``mode`` "constant" (zeros beyond the ends) or "reflect" (mirrored about the ends),
+    bit for bit: the same kernel, and the sum taken in the same order as ndimage's correlation of
+    a symmetric kernel (the centre, then the pairs from the outermost in).
+
+    Written out because importing scipy.ndimage costs ~0.4 s (measured), more than a small
+    tube's whole gating; every sample job smooths a few 512-bin histograms. The tests compare it
+    with scipy on thousands of curves.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    radius = int(truncate * float(sigma) + 0.5)
+    k = np.arange(-radius, radius + 1)
+    w = np.exp(-0.5 / (sigma * sigma) * k ** 2)
+    w = w / w.sum()
+    n = y.size
+    if mode == "constant":
+        padded = np.concatenate([np.zeros(radius), y, np.zeros(radius)])
+    elif mode == "reflect":
+        padded = np.pad(y, radius, mode="symmetric") if n else np.zeros(2 * radius)
+    else:
+        raise ValueError(f"mode must be 'constant' or 'reflect', not {mode!r}")
+    out = padded[radius:radius + n] * w[radius]
+    for j in range(radius, 0, -1):
+        out += (padded[radius - j:radius - j + n] + padded[radius + j:radius + j + n]) * w[radius + j]
+    return out
 
 
 def find_peaks(y: np.ndarray, *, height: float | None = None, prominence: float | None = None) -> np.ndarray:

@@ -214,9 +214,9 @@ def singlet_gate(fsc_a: np.ndarray, fsc_h: np.ndarray, settings: QCSettings = QC
         return SingletGate(0.0, 0.0, float("nan"), float("nan"), keep)
     lo, hi = np.percentile(r, [0.5, 99.5])
     hist, edges = np.histogram(r, bins=400, range=(lo, hi))
-    from scipy.ndimage import gaussian_filter1d
+    from mrdflow.gating._density import gaussian_smooth
 
-    sm = gaussian_filter1d(hist.astype(float), 2)
+    sm = gaussian_smooth(hist.astype(float), 2)
     mode = float(0.5 * (edges[np.argmax(sm)] + edges[np.argmax(sm) + 1]))
     left = r[r <= mode]
     sd = float(np.sqrt(np.mean((left - mode) ** 2))) if left.size > 10 else float(np.std(r))

@@ -55,14 +55,19 @@ class RawBound:
     below: float
     above: float
 
-    def sides(self, x: np.ndarray, error: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """(x transforms over the bound, x needs the transform) for untransformed values ``x``
-        known to within ``error`` (an approximate compensation): the band widens by it, and the
-        thresholds are rounded outwards to ``x``'s dtype so float32 comparisons stay exact."""
+    def decide(self, x: np.ndarray, error: float = 0.0, *, lower: bool = True,
+               nonfinite: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(passes, needs the transform) per untransformed value ``x`` (known to within ``error``,
+        an approximate compensation): passes ``T(x) >= bound`` (``lower``) or ``T(x) < bound``.
+        The band widens by ``error``, and its ends are rounded outwards to ``x``'s dtype so the
+        comparisons stay exact. ``nonfinite``: the rows of ``x`` that are NaN or infinite (None:
+        none), which always need the transform (the vectorised logicle maps them to its minimum)."""
+        at_least = x >= _rounded(self.below - error, x.dtype, up=False)
         over = x >= _rounded(self.above + error, x.dtype, up=True)
-        unsure = ~(over | (x < _rounded(self.below - error, x.dtype, up=False)))  # the band, and NaN
-        unsure |= np.isinf(x)  # whatever T makes of an infinity, it is evaluated, not assumed
-        return over, unsure
+        band = at_least ^ over  # below - error <= x < above + error
+        if nonfinite is not None:
+            band |= nonfinite
+        return (over if lower else ~at_least), band
 
 
 def _rounded(value: float, dtype, *, up: bool):
@@ -77,12 +82,26 @@ def _rounded(value: float, dtype, *, up: bool):
     return v
 
 
-def _untransformed(values_of, base: Feature) -> tuple[np.ndarray, float]:
-    """(values, error bound) of ``base`` on the rows tested: the engine's fast approximation when
-    it has one, else the exact values."""
+def _nonfinite(x: np.ndarray) -> np.ndarray | None:
+    """The NaN or infinite rows of ``x``, or None when there are none (screened by its maximum
+    and minimum, which NaN and infinities reach)."""
+    if x.size == 0:
+        return None
+    with np.errstate(invalid="ignore"):
+        if np.isfinite(x.max()) and np.isfinite(x.min()):  # NaN and infinities show in either
+            return None
+    return ~np.isfinite(x)
+
+
+def _untransformed(values_of, base: Feature) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """(values, error bound, non-finite rows or None) of ``base`` on the rows tested: the engine's
+    fast approximation when it has one, else the exact values."""
     approx = getattr(values_of, "approx", None)
     found = approx(base) if approx is not None else None
-    return found if found is not None else (values_of(base), 0.0)
+    if found is not None:
+        return found
+    x = values_of(base)
+    return x, 0.0, _nonfinite(x)
 
 
 def raw_bound(transform, bound: float) -> RawBound | None:
@@ -111,6 +130,7 @@ class _RawRangeTest:
     bounds: tuple[tuple[float | None, float | None], ...]
     raw: tuple[tuple[Feature, RawBound | None, RawBound | None] | None, ...]
     complement: bool = False
+    whole_chunk = True  # the engine tests every row of a chunk, then ANDs the parent
 
     def __call__(self, values_of, n: int, refs) -> np.ndarray:
         inside = np.ones(n, dtype=bool)
@@ -123,16 +143,16 @@ class _RawRangeTest:
                     inside &= values < hi
                 continue
             base, rlo, rhi = raw
-            x, error = _untransformed(values_of, base)
+            x, error, bad = _untransformed(values_of, base)
             for rb, is_lower in ((rlo, True), (rhi, False)):
                 if rb is None:
                     continue
-                over, unsure = rb.sides(x, error)
-                passed = over if is_lower else ~over
-                rows = np.flatnonzero(unsure & inside)
-                if rows.size:
-                    t = values_of(feature, rows)
-                    passed[rows] = (t >= rb.bound) if is_lower else (t < rb.bound)
+                passed, band = rb.decide(x, error, lower=is_lower, nonfinite=bad)
+                if band.any():
+                    rows = np.flatnonzero(band & inside)
+                    if rows.size:
+                        t = values_of(feature, rows)
+                        passed[rows] = (t >= rb.bound) if is_lower else (t < rb.bound)
                 inside &= passed
         if self.complement:
             np.logical_not(inside, out=inside)
@@ -152,10 +172,12 @@ class _RawPolygonTest:
     def __call__(self, values_of, n: int, refs) -> np.ndarray:
         maybe = np.ones(n, dtype=bool)
         for base, lo, hi in self.box:
-            x, error = _untransformed(values_of, base)
-            # a superset of the box: at or over `lo.below` and under `hi.above` (infinities kept)
-            maybe &= ((x >= _rounded(lo.below - error, x.dtype, up=False))
-                      & (x < _rounded(hi.above + error, x.dtype, up=True))) | np.isinf(x)
+            x, error, bad = _untransformed(values_of, base)
+            # a superset of the box: at or over `lo.below` and under `hi.above` (NaN and
+            # infinities kept: the transform decides where they go)
+            near = (x >= _rounded(lo.below - error, x.dtype, up=False)) & (x < _rounded(hi.above + error, x.dtype,
+                                                                                          up=True))
+            maybe &= near if bad is None else (near | bad)
         rows = np.flatnonzero(maybe)
         inside = np.zeros(n, dtype=bool)
         if rows.size:

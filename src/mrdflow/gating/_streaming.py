@@ -18,10 +18,11 @@ from mrdflow.gating._engine import GateEngine, available_cpus
 from mrdflow.gating._model import Strategy
 from mrdflow.gating._placement import ROOT, AllEvents, Placement, TemplateGate, edge_between, either, finite_max
 from mrdflow.gating._qc import QCSettings
-from mrdflow.gating._result import KeptEvents, StreamedGating, TubeGating, nonfinite_rows
+from mrdflow.gating._rawbounds import MONOTONE
+from mrdflow.gating._result import GateStep, KeptEvents, StreamedGating, TubeGating, nonfinite_rows
 from mrdflow.gating._rules import GateRule, GatingError
 from mrdflow.gating._template import GatingTemplate
-from mrdflow.gating._transforms import Compensation
+from mrdflow.gating._transforms import Compensation, apply_transform, make_transform
 from mrdflow.gating._tube import gate_tube
 from mrdflow.gating._view import OpenTube, TubeView
 from mrdflow.io import FCSData
@@ -49,7 +50,7 @@ class _Source:
         """(first event, FCSData of scaled events) for each chunk, in file order."""
         from mrdflow.io import iter_events
 
-        for start, chunk in iter_events(self.path, self.chunk_events):
+        for start, chunk in iter_events(self.path, self.chunk_events, reuse=True):  # nothing keeps a chunk
             chunk.scale_in_place()
             yield start, chunk
 
@@ -132,18 +133,42 @@ def _placement_sample(source: _Source, n_keep: int, seed: int) -> tuple[FCSData,
         filled += take
         k_left -= take
         n_left -= m
-        cv = source.view(chunk, 1)
-        if has_time:
-            t = cv.values("Time")
-            t = t[np.isfinite(t)]
-            if t.size:
-                tmin, tmax = either(min, tmin, float(t.min())), either(max, tmax, float(t.max()))
+        if has_time:  # Time in gate units is the scaled column itself
+            lo, hi = _finite_extremes(chunk.events[:, source.resolved.index["Time"]])
+            if lo is not None:
+                tmin, tmax = either(min, tmin, lo), either(max, tmax, hi)
         for d in scatter:
-            maxima[d] = either(max, maxima[d], finite_max(cv.values(d)))
+            maxima[d] = either(max, maxima[d], _scatter_max(source, chunk, d))
     if filled != out.shape[0]:  # the file changed under us
         raise GatingError(f"{source.name}: read {filled} placement events, expected {out.shape[0]}")
     span = (tmin, tmax) if tmin is not None else None
     return FCSData.from_events(header, out), index, _StreamEvents(source, span, maxima)
+
+
+def _finite_extremes(column: np.ndarray) -> tuple[float | None, float | None]:
+    """(smallest, largest) finite value of ``column``, or (None, None) without one."""
+    if column.size == 0:
+        return None, None
+    lo, hi = column.min(), column.max()  # NaN and infinities show in these
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        column = column[np.isfinite(column)]
+        if column.size == 0:
+            return None, None
+        lo, hi = column.min(), column.max()
+    return float(lo), float(hi)
+
+
+def _scatter_max(source: _Source, chunk: FCSData, dim: str) -> float | None:
+    """The largest finite value of scatter dimension ``dim`` in gate units over ``chunk``: its
+    transform (increasing) of the largest scaled value, which is the largest of its transformed
+    values, rounding included; for another transform, every value transformed."""
+    transform = make_transform(source.transforms["scatter"])
+    if type(transform).__name__ not in MONOTONE or dim in source.resolved.shared:
+        return finite_max(source.view(chunk, 1).values(dim))
+    _, hi = _finite_extremes(chunk.events[:, source.resolved.index[dim]])
+    if hi is None:
+        return None
+    return float(apply_transform(transform, np.array([[hi]]), out_dtype=np.float32)[0, 0])
 
 
 def _drain(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -204,17 +229,24 @@ def gate_tube_streamed(template: GatingTemplate, tube: OpenTube | str | Path, re
     fmo_sample = getattr(fmo, "sample", fmo)
     sample = gate_tube(template, sample_view, qc_settings=qc_settings, fmo=fmo_sample,
                        chunk_size=chunk_size, events=all_events)
-    engine = GateEngine(sample.strategy, chunk_size=chunk_size, workers=workers)
     step_ids = {s.gate_id for s in sample.steps}
     keep = {g: list(f) for g, f in (keep or {}).items() if g in step_ids}
     plans = candidate_plans(template, sample.steps, list(keep), sample_view) if not template.static else []
-    region = None
-    if plans:
+    counting, region = sample.strategy, None
+    if plans:  # the candidate regions, counted in the same pass as top-level gates of their own
         rs, rids = region_strategy(plans, Placement(template, sample_view, qc_settings).dimension,
                                    sample.strategy.transformations)
-        region = _Region(GateEngine(rs, chunk_size=chunk_size, workers=workers), rids,
-                         max(2 * int(placement_events), 1_000_000))
+        counting = Strategy()
+        for tid, t in sample.strategy.transformations.items():
+            counting.add_transform(tid, t)
+        for strategy in (sample.strategy, rs):
+            for gid, path in strategy.get_gate_ids():
+                counting.add_gate(strategy.get_gate(gid, path), path)
+        region = _Region(rids, max(2 * int(placement_events), 1_000_000))
+    engine = GateEngine(counting, chunk_size=chunk_size, workers=workers)
     counts, nonfinite, n, kept = _count_every_event(source, engine, keep, step_ids, region)
+    if region is not None:
+        counts = {p: c for p, c in counts.items() if p[-1] not in region.ids}
     candidates_qc = {}
     if plans:
         sample, counts, kept, candidates_qc = _place_on_candidates(
@@ -242,21 +274,21 @@ def gate_tube_streamed(template: GatingTemplate, tube: OpenTube | str | Path, re
 
 
 class _Region:
-    """The candidate regions' gates (``engine``, gate ids) and what the pass collected: the
-    events in any of them (at most ``limit``; past it, none are kept) and their row numbers."""
+    """The candidate regions' gate ids (gates of the counting strategy) and what the pass collected:
+    the events in any of them (at most ``limit``; past it, none are kept) and their row numbers."""
 
-    def __init__(self, engine: GateEngine, ids: list[str], limit: int):
-        self.engine, self.ids, self.limit = engine, ids, int(limit)
+    def __init__(self, ids: list[str], limit: int):
+        self.ids, self.limit = set(ids), int(limit)
         self.parts: list[np.ndarray] = []
         self.rows: list[np.ndarray] = []
         self.n = 0
         self.overflow = False
 
-    def collect(self, start: int, events: np.ndarray, pnn, sample_comp, pns) -> None:
+    def collect(self, start: int, events: np.ndarray, res) -> None:
+        """Keep the events of a chunk (its first row ``start``) in any region gate of ``res``."""
         if self.overflow:
             return
-        res = self.engine.evaluate(events, pnn, sample_comp=sample_comp, pns=pns)
-        inside = np.logical_or.reduce([res.membership(g) for g in self.ids])
+        inside = np.logical_or.reduce([res.membership(g) for g in sorted(self.ids)])
         rows = np.flatnonzero(inside)
         self.n += rows.size
         if self.n > self.limit:
@@ -292,7 +324,7 @@ def _count_every_event(source: _Source, engine: GateEngine, keep: Mapping[str, l
         ev = chunk.events
         res = engine.evaluate(ev, header.pnn, sample_comp=sample_comp, pns=header.pns)
         if region is not None:
-            region.collect(start, ev, header.pnn, sample_comp, header.pns)
+            region.collect(start, ev, res)
         for p in counts:
             counts[p] += res.count(p)
         nonfinite += nonfinite_rows(ev)
@@ -316,6 +348,43 @@ def _count_every_event(source: _Source, engine: GateEngine, keep: Mapping[str, l
     return counts, nonfinite, n, kept
 
 
+class _JoinedView(TubeView):
+    """The placement sample's view followed by the extra candidates' view, without copying either:
+    a column is the two views' columns joined (a row's gate-unit values never depend on the other
+    rows, so they equal a view of the joined events'); the joined events themselves are built only
+    if asked for."""
+
+    def __init__(self, first: TubeView, second: TubeView):
+        state = dict(first.__dict__)
+        state.pop("raw", None)
+        state.pop("fcs", None)
+        self.__dict__.update(state)
+        self._parts = (first, second)
+        self._cache = {}
+        self._joined: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return sum(v.n for v in self._parts)
+
+    @property
+    def raw(self) -> np.ndarray:
+        if self._joined is None:
+            self._joined = np.concatenate([v.raw for v in self._parts])
+        return self._joined
+
+    @property
+    def fcs(self) -> FCSData:
+        return FCSData.from_events(self._parts[0].fcs.header, self.raw)
+
+    def prefetch(self, dims: Sequence[str], workers: int | None = None) -> None:
+        todo = [d for d in dict.fromkeys(dims) if d not in self._cache]
+        for v in self._parts:
+            v.prefetch(todo, workers)
+        for d in todo:
+            self._cache[d] = np.concatenate([v.values(d) for v in self._parts])
+
+
 def _place_on_candidates(template: GatingTemplate, sample: TubeGating, sample_index: np.ndarray,
                          plans: list[CandidatePlan], region: _Region, source: _Source,
                          counts: dict[tuple[str, ...], int], kept: dict[str, KeptEvents],
@@ -330,29 +399,32 @@ def _place_on_candidates(template: GatingTemplate, sample: TubeGating, sample_in
     if region.overflow:
         record["placed_on"] = "sample"
         record["why"] = f"more than {region.limit} candidate events"
+        _note(sample.steps, plans, f"placed on the {sample.n_events}-event sample only: {record['why']}")
         return sample, counts, kept, record
     cand_events, cand_rows = region.events(header.n_parameters)
-    # The placement view: the sample plus the candidates it lacks, in file order; `uniform` marks
-    # the sample's own events.
-    extra = ~np.isin(cand_rows, sample_index, assume_unique=True)
-    rows = np.concatenate([sample_index, cand_rows[extra]])
-    order = np.argsort(rows, kind="stable")
-    events = np.concatenate([sample.view.raw, cand_events[extra]])[order]
-    uniform = np.concatenate([np.ones(sample_index.size, bool), np.zeros(int(extra.sum()), bool)])[order]
-    view = source.view(FCSData.from_events(header, events))
+    # The placement view: the sample, then the candidates it lacks (the re-placed gates read
+    # densities only, so the order is free); `uniform` marks the sample's own events.
+    at = np.minimum(np.searchsorted(sample_index, cand_rows), max(sample_index.size - 1, 0))
+    extra = (sample_index[at] != cand_rows) if sample_index.size else np.ones(cand_rows.size, bool)
+    extra_events = cand_events[extra]
+    view = _JoinedView(sample.view, source.view(FCSData.from_events(header, extra_events)))
+    uniform = np.zeros(view.n, bool)
+    uniform[:sample_index.size] = True
     comp = source.compensation
     sample_comp = (list(comp.detectors), comp.spill) if comp is not None else None
-    on_view = GateEngine(sample.strategy, chunk_size=chunk_size, workers=workers).evaluate(
-        events, header.pnn, sample_comp=sample_comp, pns=header.pns)
+    # the other gates' events among them: the sample's memberships, and the extra events gated
+    on_extra = GateEngine(sample.strategy, chunk_size=chunk_size, workers=workers).evaluate(
+        extra_events, header.pnn, sample_comp=sample_comp, pns=header.pns)
     redo = subtree_ids(plans)
     p = Placement(template, view, qc_settings, fmo=fmo)
     p.uniform = uniform
     for gid, path in sample.strategy.get_gate_ids():
         if gid in redo:
             continue
+        full = tuple(path) + (gid,)
         p.strategy.add_gate(sample.strategy.get_gate(gid, path), path)
-        p.paths[gid] = tuple(path) + (gid,)
-        p.masks[gid] = np.asarray(on_view.membership(tuple(path) + (gid,)))
+        p.paths[gid] = full
+        p.masks[gid] = np.concatenate([sample.result.membership(full), on_extra.membership(full)])
     for gid, tpath in template.gate_order():
         if gid not in redo:
             continue
@@ -362,11 +434,14 @@ def _place_on_candidates(template: GatingTemplate, sample: TubeGating, sample_in
         p._placer_for(gate)(p, gate)
     placed = {st.gate_id: st for st in p.steps}
     why = [w for w in (plan.covers(placed) for plan in plans) if w]
-    record["placement_events"] = int(events.shape[0])
+    record["placement_events"] = int(view.n)
     if why:
         record["placed_on"] = "sample"
         record["why"] = "; ".join(why)
+        _note(sample.steps, plans, f"placed on the {sample.n_events}-event sample only: {record['why']}")
         return sample, counts, kept, record
+    _note(p.steps, plans, f"placed on the {sample.n_events}-event sample plus all {region.n} events of the tube "
+                          "that could be in it")
     record["placed_on"] = "sample and candidates"
     final = Strategy()
     for tid, t in sample.strategy.transformations.items():
@@ -402,3 +477,11 @@ def _place_on_candidates(template: GatingTemplate, sample: TubeGating, sample_in
         st.parent_count = int(on_sample.count(st.path[:-1] if st.path else st.parent)) if st.parent \
             else on_sample.n_events
     return TubeGating(final, on_sample, steps, sample.view, sample.qc), counts, kept, record
+
+
+def _note(steps: list[GateStep], plans: list[CandidatePlan], note: str) -> None:
+    """Say on each kept gate's step (its caption and gating table) what it was placed on."""
+    gates = {plan.gate_id for plan in plans}
+    for st in steps:
+        if st.gate_id in gates:
+            st.how[""] = f"{st.how[''] + '; ' if st.how.get('') else ''}{note}"

@@ -16,7 +16,7 @@ import numpy as np
 
 from mrdflow.errors import MrdflowError
 from mrdflow.gating._engine import _single_threaded_blas as single_threaded_blas
-from mrdflow.gating._engine import available_cpus
+from mrdflow.gating._engine import available_cpus, run_threaded
 from mrdflow.gating._rules import GatingError
 from mrdflow.gating._transforms import (
     Compensation,
@@ -150,10 +150,7 @@ class TubeView:
                 for b in bounds:
                     run(*b)
             else:
-                import dask
-
-                dask.compute(*[dask.delayed(run, pure=False)(*b) for b in bounds], scheduler="threads",
-                             num_workers=workers)
+                run_threaded(run, bounds, workers)
         self._cache.update(out)
 
     def values(self, dim: str) -> np.ndarray:

@@ -69,8 +69,11 @@ def _read_data(fh: IO[bytes], header: FCSHeader, out_dtype: np.dtype) -> np.ndar
     return _read_rows(fh, header, 0, header.n_events, out_dtype)
 
 
-def _read_rows(fh: IO[bytes], header: FCSHeader, start: int, stop: int, out_dtype: np.dtype) -> np.ndarray:
-    """Events ``start`` to ``stop - 1`` of a fixed-width DATA segment as stored channel values."""
+def _read_rows(fh: IO[bytes], header: FCSHeader, start: int, stop: int, out_dtype: np.dtype,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """Events ``start`` to ``stop - 1`` of a fixed-width DATA segment as stored channel values
+    (into ``out``, a C-contiguous (stop - start, parameters) array of ``out_dtype``, when given
+    and the file's layout reads straight into it)."""
     n, p = stop - start, header.n_parameters
     if n <= 0:
         return np.empty((0, p), dtype=out_dtype)
@@ -82,9 +85,11 @@ def _read_rows(fh: IO[bytes], header: FCSHeader, start: int, stop: int, out_dtyp
     uniform = len(set(stored)) == 1
     record = np.dtype([(f"p{j}", dt) for j, dt in enumerate(stored)])
     fh.seek(header.data_start + start * record.itemsize)
-    out = np.empty((n, p), dtype=out_dtype)
+    direct = uniform and stored[0].newbyteorder("=") == out_dtype and not masked
+    if out is None or not direct or out.shape != (n, p) or not out.flags.c_contiguous:
+        out = np.empty((n, p), dtype=out_dtype)
 
-    if uniform and stored[0].newbyteorder("=") == out_dtype and not masked:
+    if direct:
         # Fast path: the file holds exactly our dtype; read straight into the output buffer
         # and fix the byte order in place.  No second copy.
         _readinto_exact(fh, header, memoryview(out).cast("B"))
