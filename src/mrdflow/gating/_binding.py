@@ -249,7 +249,8 @@ def _approx_compensation(block: np.ndarray, comp: _Compensation) -> tuple[np.nda
     # of the detector columns; the zeros add nothing to any sum.
     weights = np.zeros((block.shape[1], inverse.shape[1]), dtype)
     weights[list(comp.columns)] = inverse
-    values = weights.T @ block.T  # detectors x events: each compensated channel contiguous
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows go to the exact path
+        values = weights.T @ block.T  # detectors x events: each compensated channel contiguous
     cols = list(comp.columns)
     # per detector column (a strided 1-D reduction each: ~5x faster than block.max(axis=0)); a NaN
     # or infinity makes the bound NaN or infinite (see _ChunkData.approx)
