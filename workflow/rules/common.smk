@@ -101,16 +101,20 @@ def _tube_size(path):
 
 def _gated_mb(path):
     """MB of a tube's events that gating holds at once: the whole file, or for a tube above
-    sample.placement_events its placement sample plus one 2^20-event chunk (it is streamed)."""
+    sample.placement_events its placement sample, the PC gate's candidate events (at most
+    max(2 x placement_events, 10^6), as mrdflow.gating.gate_tube_streamed collects them) and one
+    2^20-event chunk (it is streamed)."""
     size_mb, n = _tube_size(path)
-    if n is None or n <= config["sample"]["placement_events"]:
+    placement = config["sample"]["placement_events"]
+    if n is None or n <= placement:
         return size_mb
-    return size_mb * (min(config["sample"]["placement_events"], n) + (1 << 20)) / n
+    held = min(placement, n) + min(max(2 * placement, 1_000_000), n) + (1 << 20)
+    return size_mb * min(held, n) / n
 
 
 def sample_mem_mb(wildcards, input, attempt):
     """Memory (MB) from the input: 4x the events gating holds (float32 events plus working
-    columns; measured peak 1.02 GB for a streamed 10^7-event tube, 1.54 GB for one read whole),
+    columns; measured peak 0.48 GB for a streamed 10^7-event tube, 1.54 GB for one read whole),
     at least 1 GB, larger on a retry. A streamed tube counts as its placement sample, so memory
     stops growing with tube size."""
     held = sum(_gated_mb(f) for f in input.fcs if os.path.exists(f))
