@@ -224,8 +224,12 @@ _ALL_ROWS = slice(None)
 
 #: Error bound of :func:`_approx_compensation`, in units of the dtype's epsilon times the sum of
 #: |detector value x inverse coefficient|: the inverse's rounding (1), an 8-to-32-term dot product
-#: in any order, with or without FMA (<= n), the exact solve's own (~1e-16 relative); x 4 margin.
+#: in any order, with or without FMA (<= n); x 4 margin.
 _APPROX_ULPS = 4 * 34
+#: The exact solve's own distance from the true value, in float64 epsilons times the matrix's
+#: condition number (LU with partial pivoting on a small matrix; generous).
+_SOLVE_ULPS = 64
+_EPS64 = float(np.finfo(np.float64).eps)
 
 
 def _approx_compensation(block: np.ndarray, comp: _Compensation) -> tuple[np.ndarray, np.ndarray]:
@@ -244,7 +248,7 @@ def _approx_compensation(block: np.ndarray, comp: _Compensation) -> tuple[np.nda
     if block.dtype != dtype:
         block = block.astype(dtype)
     inverse = np.linalg.inv(comp.matrix)
-    condition = max(1.0, float(np.linalg.cond(comp.matrix)))  # the exact solve's own error grows with it
+    condition = max(1.0, float(np.linalg.cond(comp.matrix)))  # the exact solve's error grows with it
     # The product over the whole block (other channels' rows of the weights zero) spares a copy
     # of the detector columns; the zeros add nothing to any sum.
     weights = np.zeros((block.shape[1], inverse.shape[1]), dtype)
@@ -257,7 +261,8 @@ def _approx_compensation(block: np.ndarray, comp: _Compensation) -> tuple[np.nda
     largest = np.array([max(float(block[:, j].max()), -float(block[:, j].min())) if block.shape[0] else 0.0
                         for j in cols])
     terms = max(block.shape[1], 8)
-    errors = (_APPROX_ULPS * terms / 8) * condition * float(np.finfo(dtype).eps) * (largest @ np.abs(inverse))
+    per_unit = (_APPROX_ULPS * terms / 8) * float(np.finfo(dtype).eps) + condition * _SOLVE_ULPS * _EPS64
+    errors = per_unit * (largest @ np.abs(inverse))
     return values, errors
 
 
