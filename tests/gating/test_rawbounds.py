@@ -46,6 +46,9 @@ def _strategy() -> Strategy:
     s.add_gate(RectangleGate("NotBox", (fl("FL3-A", 0.25, 0.8),), use_complement=True), ("root", "Time", "Cells"))
     s.add_gate(PolygonGate("Poly", (fl("FL2-A"), fl("FL3-A")),
                            ((0.2, 0.2), (0.7, 0.25), (0.6, 0.75), (0.25, 0.6))), ("root", "Time", "Cells"))
+    # a square: its edges lie on its bounding box, so the box's margin decides edge events
+    s.add_gate(PolygonGate("Square", (fl("FL1-A"), fl("FL3-A")),
+                           ((0.3, 0.2), (0.7, 0.2), (0.7, 0.75), (0.3, 0.75))), ("root", "Time", "Cells"))
     s.add_gate(BooleanGate("Both", "and", ({"ref": "Pos1", "path": ("root", "Time", "Cells")},
                                            {"ref": "Poly", "path": ("root", "Time", "Cells"), "complement": True})),
                ("root", "Time", "Cells"))
