@@ -35,7 +35,9 @@ def _ident(sample, specimen="BM", visit="week4", day=28, status="ok"):
 MARROW = {
     **_ident("PT01_BM_week4"),
     "errors": [],
-    "tubes": {"ngf1": _tube("ngf_tube1", "PT01/w4_ngf1.fcs", placement_events=5000000),
+    "tubes": {"ngf1": _tube("ngf_tube1", "PT01/w4_ngf1.fcs", placement_events=1000000,
+                            placement_candidates={"placed_on": "sample and candidates", "candidates": 930000,
+                                                  "placement_events": 1840000}),
               "ngf2": _tube("ngf_tube2", "PT01/w4_ngf2.fcs", time_segments=[], time_reasons=[])},
     "pc": {"n_nucleated": 2222963, "n_pc": 665, "pc_pct": 0.029915027825474377, "n_aberrant_pc": 224,
            "aberrant_pc_pct": 0.010076640951738738, "n_normal_pc": 441, "aberrant_pct_of_pc": 33.68421052631579,
@@ -107,7 +109,9 @@ def test_written_as_before_and_read_back(tmp_path, name):
 def test_typed_sections():
     m = SampleMetrics.from_dict(MARROW)
     assert m.pc.n_pc == 665 and m.mrd.call.tubes_used == ("ngf1", "ngf2") and m.nk is None
-    assert m.tubes["ngf1"].placement_events == 5000000 and m.tubes["ngf2"].placement_events is None
+    assert m.tubes["ngf1"].placement_events == 1000000 and m.tubes["ngf2"].placement_events is None
+    assert m.tubes["ngf1"].placement_candidates["placed_on"] == "sample and candidates"
+    assert m.tubes["ngf2"].placement_candidates is None
     assert m.tubes["ngf1"].time_segments == ((79.2, 118.9),)
     n = SampleMetrics.from_dict(NO_MODEL)
     assert isinstance(n.mrd, MRDMetrics) and n.mrd.call is None and n.errors[0].tube == "ngf1"

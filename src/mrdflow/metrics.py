@@ -95,6 +95,9 @@ class TubeQC:
     workspace, config ``review.workspaces``) or ``template`` (a static template such as the panel's
     FlowJo workspace); None (absent) in files written before it was recorded. placement_events: only
     for a streamed tube, the events its gates were placed on (absent from the file otherwise).
+    placement_candidates: only for a streamed tube with a rare gate (the PC gate): ``placed_on``
+    ("sample and candidates", or "sample" with ``why``), ``candidates`` (events of the tube in its
+    candidate region) and ``placement_events`` (the events it was placed on).
     gates: per placed gate, each placed bound's evidence (gate id -> bound key such as ``CD38.min``
     -> the fields of :class:`mrdflow.gating.BoundEvidence`: method, value, window, distance to the
     window's edges, valley depth or prominence, density at the cut relative to the parent's peak,
@@ -114,6 +117,7 @@ class TubeQC:
     flow_rate_failed: bool
     nonfinite_events: int
     placement_events: int | None = None
+    placement_candidates: Mapping[str, Any] | None = None
     gates: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
     gate_review: tuple[GateReview, ...] | None = None
     gating_source: str | None = None
@@ -135,7 +139,7 @@ class TubeQC:
         d["time_reasons"] = list(self.time_reasons)
         if self.placement_events is None:
             del d["placement_events"]
-        for key in ("gates", "gate_review", "gating_source"):
+        for key in ("placement_candidates", "gates", "gate_review", "gating_source"):
             if d[key] is None:
                 del d[key]
         if self.gates is not None:

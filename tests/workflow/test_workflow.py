@@ -204,7 +204,7 @@ def test_streamed_tubes_through_the_whole_dag(streamed_run):
 
     from mrdflow.demo import Bars, format_report, validate, validate_cohort
 
-    streamed = 0
+    streamed = marrows = 0
     for stage1 in sorted((streamed_run / "results" / "samples").glob("*/stage1.json")):
         rec = json.loads(stage1.read_text())
         assert rec["status"] == "ok", (stage1, rec["errors"], rec["review_needed"])
@@ -212,9 +212,14 @@ def test_streamed_tubes_through_the_whole_dag(streamed_run):
             if q["events"] > 15000:
                 assert q["placement_events"] == 15000, (stage1, tube)
                 streamed += 1
+                if q["panel"].startswith("ngf"):  # the PC gate, placed on every candidate
+                    cand = q["placement_candidates"]
+                    assert cand["placed_on"] == "sample and candidates", (stage1, tube, cand)
+                    assert q["gates"]["PC"] and cand["candidates"] > 0
+                    marrows += 1
             else:
-                assert "placement_events" not in q
-    assert streamed >= 8
+                assert "placement_events" not in q and "placement_candidates" not in q
+    assert streamed >= 8 and marrows >= 4
     bars = Bars(pc_abs=1.0, pc_rel=0.1, nkg2a_abs=3.0, aberrant_rel=0.3, aberrant_abs=15, cart_rel=0.2)
     checks = validate(streamed_run / "results", streamed_run / "data" / "test" / "truth.tsv", bars)
     assert all(c.passed for c in checks), format_report(checks)

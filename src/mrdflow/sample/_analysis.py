@@ -218,6 +218,12 @@ def _tube_qc(g: TubeGating, settings: SampleSettings) -> dict:
     }
     if "placement" in g.qc:
         out["placement_events"] = g.qc["placement"]["events"]
+        cand = g.qc["placement"].get("candidates")
+        if cand:
+            out["placement_candidates"] = {"placed_on": cand["placed_on"], "candidates": int(cand["events"]),
+                                           **({"placement_events": int(cand["placement_events"])}
+                                              if "placement_events" in cand else {}),
+                                           **({"why": cand["why"]} if cand.get("why") else {})}
     out["gates"] = gate_evidence(g)
     out["gate_review"] = [r.as_dict() for r in gate_reviews(g)]
     return out
