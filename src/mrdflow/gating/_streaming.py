@@ -399,7 +399,7 @@ def _place_on_candidates(template: GatingTemplate, sample: TubeGating, sample_in
     if region.overflow:
         record["placed_on"] = "sample"
         record["why"] = f"more than {region.limit} candidate events"
-        _note(sample.steps, plans, f"placed on the {sample.n_events}-event sample only: {record['why']}")
+        _note(sample.steps, plans, f"placed on the {sample.n_events:,}-event sample only: {record['why']}")
         return sample, counts, kept, record
     cand_events, cand_rows = region.events(header.n_parameters)
     # The placement view: the sample, then the candidates it lacks (the re-placed gates read
@@ -438,10 +438,10 @@ def _place_on_candidates(template: GatingTemplate, sample: TubeGating, sample_in
     if why:
         record["placed_on"] = "sample"
         record["why"] = "; ".join(why)
-        _note(sample.steps, plans, f"placed on the {sample.n_events}-event sample only: {record['why']}")
+        _note(sample.steps, plans, f"placed on the {sample.n_events:,}-event sample only: {record['why']}")
         return sample, counts, kept, record
-    _note(p.steps, plans, f"placed on the {sample.n_events}-event sample plus all {region.n} events of the tube "
-                          "that could be in it")
+    _note(p.steps, plans, f"placed on the {sample.n_events:,}-event sample plus all {region.n:,} events of the "
+                          "tube that could be in it")
     record["placed_on"] = "sample and candidates"
     final = Strategy()
     for tid, t in sample.strategy.transformations.items():

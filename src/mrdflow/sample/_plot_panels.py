@@ -278,8 +278,13 @@ class _Frame:
         img = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
         draw = ImageDraw.Draw(img)
         for left, top, text, size, bold, color in self.texts:
+            font = _font(bold, size * dpi / 72.0)
+            room = (FIG_W - left - 0.15) * dpi
+            width = draw.textlength(text, font=font)
+            if width > room:  # a long line (a streamed tube's title names its sample) shrinks to fit
+                font = _font(bold, max(6.0, size * room / width) * dpi / 72.0)
             # va="top": the line's ascender at ``top`` (Pillow's "la" anchor)
-            draw.text((left * dpi, top * dpi), text, font=_font(bold, size * dpi / 72.0), fill=color, anchor="la")
+            draw.text((left * dpi, top * dpi), text, font=font, fill=color, anchor="la")
         img.save(path, format="png", compress_level=1)
 
 
