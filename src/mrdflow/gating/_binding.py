@@ -155,10 +155,7 @@ class _ChunkData:
             return self._approx_features[feature]
         found = self._approx_feature(feature)
         if found is not None:
-            values = found[0]
-            with np.errstate(invalid="ignore"):
-                finite = values.size == 0 or (np.isfinite(values.max()) and np.isfinite(values.min()))
-            found = (values, found[1], None if finite else ~np.isfinite(values))
+            found = (found[0], found[1], nonfinite_of(found[0]))
         self._approx_features[feature] = found
         return found
 
@@ -221,6 +218,17 @@ class _ChunkData:
 
 
 _ALL_ROWS = slice(None)
+
+
+def nonfinite_of(x: np.ndarray) -> np.ndarray | None:
+    """The NaN or infinite rows of 1-D ``x``, or None when there are none (screened by its maximum
+    and minimum, which NaN and infinities reach)."""
+    if x.size == 0:
+        return None
+    with np.errstate(invalid="ignore"):
+        if np.isfinite(x.max()) and np.isfinite(x.min()):
+            return None
+    return ~np.isfinite(x)
 
 #: Error bound of :func:`_approx_compensation`, in units of the dtype's epsilon times the sum of
 #: |detector value x inverse coefficient|: the inverse's rounding (1), an 8-to-32-term dot product

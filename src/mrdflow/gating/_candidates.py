@@ -104,7 +104,8 @@ def _plan(template, gate_id: str, step: GateStep) -> CandidatePlan | None:
     order = template.gate_order()
     subtree = [g for g, path in order if g == gate_id or gate_id in path]
     for g in subtree[1:]:  # descendants read their parent's events; anything else is outside
-        for br in template.rules.get(g).bounds.values() if template.rules.get(g) else ():
+        rules = template.rules.get(g)
+        for br in rules.bounds.values() if rules else ():
             if any(r.population not in (None, *subtree) or r.exclude for r in _chain(br)):
                 return None
     by_dim: dict[str, list[tuple[str, BoundRule]]] = {}

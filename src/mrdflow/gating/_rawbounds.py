@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mrdflow.gating._binding import nonfinite_of
 from mrdflow.gating._compile import Feature, _PolygonTest, _Population, _RangeTest, points_in_polygon
 from mrdflow.gating._transforms import apply_transform, transform_inverse
 
@@ -82,17 +83,6 @@ def _rounded(value: float, dtype, *, up: bool):
     return v
 
 
-def _nonfinite(x: np.ndarray) -> np.ndarray | None:
-    """The NaN or infinite rows of ``x``, or None when there are none (screened by its maximum
-    and minimum, which NaN and infinities reach)."""
-    if x.size == 0:
-        return None
-    with np.errstate(invalid="ignore"):
-        if np.isfinite(x.max()) and np.isfinite(x.min()):  # NaN and infinities show in either
-            return None
-    return ~np.isfinite(x)
-
-
 def _untransformed(values_of, base: Feature) -> tuple[np.ndarray, float, np.ndarray | None]:
     """(values, error bound, non-finite rows or None) of ``base`` on the rows tested: the engine's
     fast approximation when it has one, else the exact values."""
@@ -101,7 +91,7 @@ def _untransformed(values_of, base: Feature) -> tuple[np.ndarray, float, np.ndar
     if found is not None:
         return found
     x = values_of(base)
-    return x, 0.0, _nonfinite(x)
+    return x, 0.0, nonfinite_of(x)
 
 
 def raw_bound(transform, bound: float) -> RawBound | None:

@@ -42,6 +42,7 @@ class _Source:
         self.resolved = tube.resolved
         self.compensation = tube.compensation
         self.transforms = dict(tube.transforms)
+        self.scatter = make_transform(self.transforms["scatter"])
         self.name = tube.name
         self.chunk_events = int(chunk_events)
         self.workers = int(workers)
@@ -162,7 +163,7 @@ def _scatter_max(source: _Source, chunk: FCSData, dim: str) -> float | None:
     """The largest finite value of scatter dimension ``dim`` in gate units over ``chunk``: its
     transform (increasing) of the largest scaled value, which is the largest of its transformed
     values, rounding included; for another transform, every value transformed."""
-    transform = make_transform(source.transforms["scatter"])
+    transform = source.scatter
     if type(transform).__name__ not in MONOTONE or dim in source.resolved.shared:
         return finite_max(source.view(chunk, 1).values(dim))
     _, hi = _finite_extremes(chunk.events[:, source.resolved.index[dim]])
